@@ -1,0 +1,90 @@
+"""Output of the commands: stable JSON with ``--json``, aligned tables on a terminal."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import click
+
+from pgjobs.durations import format_duration
+from pgjobs.types import JobRecord
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Left-aligned columns separated by two spaces (numbers right-aligned)."""
+    cells = [[("" if v is None else str(v)) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    numeric = [
+        all(isinstance(row[i], int | float) or row[i] is None for row in rows) and bool(rows)
+        for i in range(len(headers))
+    ]
+
+    def line(values: Sequence[str], header: bool = False) -> str:
+        parts = [
+            v.rjust(w) if numeric[i] and not header else v.ljust(w)
+            for i, (v, w) in enumerate(zip(values, widths, strict=True))
+        ]
+        return "  ".join(parts).rstrip()
+
+    click.echo(line(list(headers), header=True))
+    for row in cells:
+        click.echo(line(row))
+
+
+def ago(moment: datetime | None) -> str:
+    if moment is None:
+        return ""
+    delta = datetime.now(timezone.utc) - moment
+    text = format_duration(abs(delta))
+    return f"{text} ago" if delta.total_seconds() >= 0 else f"in {text}"
+
+
+def job_summary(job: JobRecord) -> list[tuple[str, Any]]:
+    """The fields ``pgjobs status`` shows, in reading order."""
+    fields: list[tuple[str, Any]] = [
+        ("id", job.id),
+        ("task", job.task),
+        (
+            "status",
+            job.status.value
+            + (
+                " (cancel requested)" if job.cancel_requested_at and not job.status.finished else ""
+            ),
+        ),
+        ("queue", job.queue),
+        ("priority", job.priority),
+        ("attempts", f"{job.attempts}/{job.max_attempts}"),
+        ("args", json.dumps(job.args, sort_keys=True)),
+        ("created", f"{job.created_at.isoformat()} ({ago(job.created_at)})"),
+        ("not before", f"{job.not_before.isoformat()} ({ago(job.not_before)})"),
+    ]
+    if job.started_at:
+        fields.append(("started", f"{job.started_at.isoformat()} ({ago(job.started_at)})"))
+    if job.finished_at:
+        fields.append(("finished", f"{job.finished_at.isoformat()} ({ago(job.finished_at)})"))
+    if job.progress is not None:
+        fields.append(
+            (
+                "progress",
+                f"{float(job.progress):g}%"
+                + (f" {job.progress_message}" if job.progress_message else ""),
+            )
+        )
+    if job.dedupe_key:
+        fields.append(("dedupe key", job.dedupe_key))
+    if job.parent_id:
+        fields.append(("parent", job.parent_id))
+    if job.callback_url:
+        fields.append(("callback", job.callback_url))
+    if job.result is not None:
+        fields.append(("result", json.dumps(job.result, sort_keys=True)))
+    if job.error:
+        fields.append(("error", job.error))
+    return fields

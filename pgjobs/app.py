@@ -1,0 +1,579 @@
+"""The Python API: :class:`App` (tasks, enqueue, lookups) and :class:`Job` (one job's state).
+
+Sync methods have ``*_async`` twins. Connections come from a pool the App opens on first use
+(after a direct connection has checked the database and the schema, so that a wrong DSN or a
+missing migration fails at once with one line), or from the caller: pass ``connection=`` a
+psycopg connection or a SQLAlchemy Connection/Session, and the job joins that transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import os
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, ParamSpec, TypeVar, overload
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
+
+from pgjobs import client, db
+from pgjobs.backoff import RetryPolicy
+from pgjobs.compat import ensure_compatible
+from pgjobs.config import Settings
+from pgjobs.connection import connect, one_line, resolve_dsn
+from pgjobs.errors import (
+    DatabaseUnavailable,
+    InvalidInput,
+    JobCancelled,
+    JobFailed,
+    NotFound,
+    WaitTimeout,
+)
+from pgjobs.registry import JobSpec, Task, check_options
+from pgjobs.types import JobRecord, JobStatus
+from pgjobs.validation import MAX_ARGS_BYTES_DEFAULT
+
+F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
+
+ENV_MAX_ARGS_BYTES = "PGJOBS_MAX_ARGS_BYTES"
+POOL_SIZE_DEFAULT = 10
+POOL_TIMEOUT_DEFAULT = 10.0
+#: How often ``wait`` re-reads the job even without a notification (a missed one, or a
+#: pooler that drops them): a safety net, not the mechanism.
+WAIT_RECHECK_SECONDS = 5.0
+
+
+@dataclass
+class Job(JobRecord):
+    """A job, as last read from the database. ``existing`` is True when the enqueue found an
+    unfinished job holding the same dedupe key and returned it instead of inserting."""
+
+    existing: bool = False
+    app: App | None = field(default=None, repr=False, compare=False)
+
+    def _app(self) -> App:
+        if self.app is None:
+            raise InvalidInput("this Job is not bound to an App")
+        return self.app
+
+    def _update(self, record: JobRecord) -> Job:
+        for name in JobRecord.__dataclass_fields__:
+            setattr(self, name, getattr(record, name))
+        return self
+
+    def refresh(self) -> Job:
+        """Re-read this job from the database (in place) and return it."""
+        return self._update(self._app()._get_record(self.id))
+
+    async def refresh_async(self) -> Job:
+        return self._update(await self._app()._get_record_async(self.id))
+
+    def outcome(self) -> Any:
+        """The result of a succeeded job; raises :class:`JobFailed`/:class:`JobCancelled`."""
+        if self.status is JobStatus.SUCCEEDED:
+            return self.result
+        if self.status is JobStatus.CANCELLED:
+            raise JobCancelled(
+                self, f"job {self.id} ({self.task}) was cancelled: {self.error or ''}".rstrip(": ")
+            )
+        if self.status is JobStatus.FAILED:
+            first_line = (self.error or "").strip().splitlines()[-1:] or [""]
+            raise JobFailed(
+                self,
+                f"job {self.id} ({self.task}) failed after {self.attempts} attempt(s): {first_line[0]}",
+            )
+        raise InvalidInput(f"job {self.id} has not ended (status {self.status})")
+
+    def wait(self, timeout: float | timedelta | None = None) -> Any:
+        """Block until the job ends and return its result (raise if it failed or was
+        cancelled). Woken by the events channel (LISTEN), re-checked every few seconds."""
+        app = self._app()
+        deadline = _deadline(timeout)
+        with connect(app.settings) as listener:
+            listener.execute(
+                sql.SQL("LISTEN {}").format(sql.Identifier(db.events_channel(app.settings.schema)))
+            )
+            while not self.refresh().status.finished:
+                remaining = _remaining(deadline, self.id)
+                for notice in listener.notifies(timeout=min(remaining, WAIT_RECHECK_SECONDS)):
+                    if _mentions(notice.payload, self.id):
+                        break
+        return self.outcome()
+
+    async def wait_async(self, timeout: float | timedelta | None = None) -> Any:
+        app = self._app()
+        deadline = _deadline(timeout)
+        listener = await psycopg.AsyncConnection.connect(
+            await asyncio.to_thread(resolve_dsn, app.settings),
+            autocommit=True,
+            connect_timeout=app.settings.connect_timeout,
+        )
+        async with listener:
+            await listener.execute(
+                sql.SQL("LISTEN {}").format(sql.Identifier(db.events_channel(app.settings.schema)))
+            )
+            while not (await self.refresh_async()).status.finished:
+                remaining = _remaining(deadline, self.id)
+                async for notice in listener.notifies(timeout=min(remaining, WAIT_RECHECK_SECONDS)):
+                    if _mentions(notice.payload, self.id):
+                        break
+        return self.outcome()
+
+
+def _deadline(timeout: float | timedelta | None) -> float | None:
+    if timeout is None:
+        return None
+    seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+    return time.monotonic() + seconds
+
+
+def _remaining(deadline: float | None, job_id: int) -> float:
+    if deadline is None:
+        return WAIT_RECHECK_SECONDS
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise WaitTimeout(f"job {job_id} did not end in time")
+    return left
+
+
+def _mentions(payload: str, job_id: int) -> bool:
+    try:
+        return any(entry[0] == job_id for entry in json.loads(payload).get("jobs", ()))
+    except (ValueError, TypeError, AttributeError, IndexError):
+        return True  # an unexpected payload: re-read rather than miss the end
+
+
+#: A pooled connection idle longer than this is checked before use (it may have died with a
+#: server restart or a network cut); a busier one is trusted, which saves a round trip.
+CHECK_IDLE_SECONDS = 5.0
+_last_used: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+
+def _check_if_idle(conn: psycopg.Connection[Any]) -> None:
+    if time.monotonic() - _last_used.get(conn, 0.0) > CHECK_IDLE_SECONDS:
+        ConnectionPool.check_connection(conn)
+
+
+async def _check_if_idle_async(conn: psycopg.AsyncConnection[Any]) -> None:
+    if time.monotonic() - _last_used.get(conn, 0.0) > CHECK_IDLE_SECONDS:
+        await AsyncConnectionPool.check_connection(conn)
+
+
+def max_args_bytes_setting() -> int:
+    """The argument size limit: ``PGJOBS_MAX_ARGS_BYTES``, else 1 MiB."""
+    value = os.environ.get(ENV_MAX_ARGS_BYTES)
+    if not value:
+        return MAX_ARGS_BYTES_DEFAULT
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = 0
+    if limit <= 0:
+        raise InvalidInput(
+            f"{ENV_MAX_ARGS_BYTES} must be a positive number of bytes, got {value!r}"
+        )
+    return limit
+
+
+class App:
+    """A pgjobs application: its tasks, and the database they run against.
+
+    ::
+
+        app = pgjobs.App()                      # PGJOBS_DSN, else the embedded server
+
+        @app.task(queue="emails", max_attempts=5)
+        def send_email(to: str) -> dict: ...
+
+        job = send_email.enqueue(to="a@example.com")
+    """
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        schema: str | None = None,
+        home: str | os.PathLike[str] | None = None,
+        max_args_bytes: int | None = None,
+        pool_size: int = POOL_SIZE_DEFAULT,
+        pool_timeout: float = POOL_TIMEOUT_DEFAULT,
+        prepare_threshold: int | None = 5,
+    ) -> None:
+        self.settings = Settings.from_env(dsn=dsn, schema=schema, home=home)
+        self.max_args_bytes = max_args_bytes or max_args_bytes_setting()
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        #: Middleware hooks in registration order, and the same split by kind (computed once:
+        #: the worker reads them for every job).
+        self.middlewares: list[Callable[..., Any]] = []
+        self.sync_middlewares: list[Callable[..., Any]] = []
+        self.async_middlewares: list[Callable[..., Any]] = []
+        self.pool_size = pool_size
+        self.pool_timeout = pool_timeout
+        self.prepare_threshold = prepare_threshold
+        self._pool: ConnectionPool[Any] | None = None
+        self._apool: AsyncConnectionPool[Any] | None = None
+        self._lock = threading.Lock()
+        self._dsn: str | None = None
+
+    @property
+    def schema(self) -> str:
+        return self.settings.schema
+
+    # --- tasks ----------------------------------------------------------------------
+
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def task(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        timeout: str | float | timedelta | None = None,
+        retry: RetryPolicy | Mapping[type[BaseException], RetryPolicy | None] | None = None,
+    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        timeout: str | float | timedelta | None = None,
+        retry: RetryPolicy | Mapping[type[BaseException], RetryPolicy | None] | None = None,
+    ) -> Any:
+        """Register a handler. Its name defaults to ``module.function``; keyword arguments
+        set the defaults of its jobs, for every producer (workers publish them)."""
+
+        def register(handler: Callable[..., Any]) -> Task[Any, Any]:
+            task_name = name if name is not None else f"{handler.__module__}.{handler.__qualname__}"
+            if name is None and "<" in task_name:
+                raise InvalidInput(f"{task_name}: give nested or lambda handlers an explicit name=")
+            if task_name in self.tasks:
+                raise InvalidInput(f"task {task_name!r} is registered twice")
+            task: Task[Any, Any] = Task(
+                self,
+                handler,
+                name=task_name,
+                queue=queue,
+                priority=priority,
+                max_attempts=max_attempts,
+                timeout=timeout,
+                retry=retry,
+            )
+            self.tasks[task.name] = task
+            return task
+
+        return register(fn) if fn is not None else register
+
+    def middleware(self, hook: F) -> F:
+        """Register a hook around every job this App's workers run: a generator function
+        (sync) or async generator function taking the :class:`JobContext`, that yields once,
+        like a ``contextlib.contextmanager``. The handler's exception, if any, is raised at
+        the ``yield``::
+
+            @app.middleware
+            def db_session(job):
+                session = Session()
+                try:
+                    yield
+                    session.commit()
+                finally:
+                    session.close()
+
+        Hooks nest in registration order (the first registered is the outermost). Sync hooks
+        run in the handler's thread for sync handlers; async hooks run on the event loop.
+        """
+        if not (inspect.isgeneratorfunction(hook) or inspect.isasyncgenfunction(hook)):
+            raise InvalidInput(
+                "a middleware is a generator function (sync or async) that yields once"
+            )
+        self.middlewares.append(hook)
+        (
+            self.async_middlewares if inspect.isasyncgenfunction(hook) else self.sync_middlewares
+        ).append(hook)
+        return hook
+
+    # --- connections ----------------------------------------------------------------
+
+    def _connect_kwargs(self) -> dict[str, Any]:
+        return {
+            "autocommit": True,
+            "connect_timeout": self.settings.connect_timeout,
+            "application_name": "pgjobs",
+            "prepare_threshold": self.prepare_threshold,
+        }
+
+    def _checked_dsn(self) -> str:
+        """Resolve the DSN and check database and schema once, with a direct connection."""
+        if self._dsn is None:
+            dsn = resolve_dsn(self.settings)
+            with connect(self.settings, dsn=dsn) as conn:
+                ensure_compatible(conn, self.settings.schema)
+            self._dsn = dsn
+        return self._dsn
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled autocommit connection (opened on first use)."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = ConnectionPool(
+                    self._checked_dsn(),
+                    min_size=1,
+                    max_size=self.pool_size,
+                    kwargs=self._connect_kwargs(),
+                    check=_check_if_idle,
+                    timeout=self.pool_timeout,
+                    name="pgjobs",
+                    open=True,
+                )
+            pool = self._pool
+        try:
+            with pool.connection() as conn:
+                yield conn
+                _last_used[conn] = time.monotonic()
+        except PoolTimeout as exc:
+            raise DatabaseUnavailable(
+                f"no database connection within {self.pool_timeout:g}s: {one_line(exc)}"
+            ) from exc
+
+    @contextlib.asynccontextmanager
+    async def connection_async(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        if self._apool is None:
+            dsn = await asyncio.to_thread(self._checked_dsn)
+            if self._apool is None:
+                pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+                    dsn,
+                    min_size=1,
+                    max_size=self.pool_size,
+                    kwargs=self._connect_kwargs(),
+                    check=_check_if_idle_async,
+                    timeout=self.pool_timeout,
+                    name="pgjobs-async",
+                    open=False,
+                )
+                await pool.open()
+                self._apool = pool
+        try:
+            async with self._apool.connection() as conn:
+                yield conn
+                _last_used[conn] = time.monotonic()
+        except PoolTimeout as exc:
+            raise DatabaseUnavailable(
+                f"no database connection within {self.pool_timeout:g}s: {one_line(exc)}"
+            ) from exc
+
+    def close(self) -> None:
+        """Close the pools (the App can be used again afterwards: they reopen)."""
+        with self._lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
+
+    async def close_async(self) -> None:
+        if self._apool is not None:
+            await self._apool.close()
+            self._apool = None
+        await asyncio.to_thread(self.close)
+
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> App:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close_async()
+
+    # --- producing ------------------------------------------------------------------
+
+    def _prepare(
+        self, task: str | Task[Any, Any], args: Mapping[str, Any] | None, options: Mapping[str, Any]
+    ) -> db.NewJob:
+        name = task.name if isinstance(task, Task) else task
+        registered = self.tasks.get(name)
+        if registered is not None:
+            registered.check_args(args or {})
+        opts = self._options(name, check_options(options))
+        return client.prepare(name, args, opts, max_args_bytes=self.max_args_bytes)
+
+    def _job(self, inserted: db.Inserted) -> Job:
+        job = Job(**{k: getattr(inserted.record, k) for k in JobRecord.__dataclass_fields__})
+        job.existing = inserted.existing
+        job.app = self
+        return job
+
+    def enqueue(
+        self,
+        task: str | Task[Any, Any],
+        args: Mapping[str, Any] | None = None,
+        *,
+        connection: Any = None,
+        **options: Any,
+    ) -> Job:
+        """Enqueue a job of ``task`` (a name, or a registered task) with ``args``.
+
+        Options: ``queue``, ``priority``, ``delay`` ("30s", seconds, timedelta) or
+        ``not_before`` (datetime or ISO text), ``max_attempts``, ``dedupe_key``,
+        ``callback_url``, ``meta``. With ``connection=`` (psycopg connection, SQLAlchemy
+        Connection or Session) the job joins that transaction.
+        """
+        job = self._prepare(task, args, options)
+        if connection is not None:
+            return self._job(client.enqueue(client.as_target(connection), self.schema, job))
+        with self.connection() as conn:
+            return self._job(client.enqueue(client.PsycopgTarget(conn), self.schema, job))
+
+    async def enqueue_async(
+        self,
+        task: str | Task[Any, Any],
+        args: Mapping[str, Any] | None = None,
+        *,
+        connection: Any = None,
+        **options: Any,
+    ) -> Job:
+        job = self._prepare(task, args, options)
+        if connection is not None:
+            return self._job(
+                await client.enqueue_async(client.as_async_target(connection), self.schema, job)
+            )
+        async with self.connection_async() as conn:
+            return self._job(
+                await client.enqueue_async(client.AsyncPsycopgTarget(conn), self.schema, job)
+            )
+
+    def _options(self, name: str, options: client.EnqueueOptions) -> client.EnqueueOptions:
+        registered = self.tasks.get(name)
+        return (
+            registered.defaults().merged(**options.__dict__) if registered is not None else options
+        )
+
+    def _prepare_many(self, specs: Iterable[JobSpec | Mapping[str, Any]]) -> list[db.NewJob]:
+        """Validate and encode every spec before anything is written. Options are validated
+        once per distinct (task, options) pair: a batch of 100,000 jobs of one task pays for
+        its arguments only."""
+        prepared = []
+        templates: dict[Any, db.NewJob] = {}
+        for position, spec in enumerate(specs):
+            try:
+                if isinstance(spec, JobSpec):
+                    name, args, options = spec.task, spec.args, spec.options
+                else:
+                    values = dict(spec)
+                    name = values.pop("task", None)
+                    if name is None:
+                        raise InvalidInput("each job needs a 'task'")
+                    args = values.pop("args", None)
+                    options = check_options(values)
+                registered = self.tasks.get(name)
+                if registered is not None:
+                    registered.check_args(args or {})
+                try:
+                    key: Any = (name, options)
+                    template = templates.get(key)
+                except TypeError:  # unhashable options (meta): no reuse
+                    key, template = None, None
+                if template is None:
+                    template = client.prepare_options(name, self._options(name, options))
+                    if key is not None:
+                        templates[key] = template
+                prepared.append(
+                    client.with_args(template, args, max_args_bytes=self.max_args_bytes)
+                )
+            except InvalidInput as exc:
+                raise InvalidInput(f"job #{position}: {exc}") from None
+        return prepared
+
+    def enqueue_many(
+        self, specs: Iterable[JobSpec | Mapping[str, Any]], *, connection: Any = None
+    ) -> list[client.Enqueued]:
+        """Enqueue many jobs at once (COPY): a handful of round trips for 100,000 jobs.
+
+        Each spec is a :class:`JobSpec` (``task.spec(**kwargs)``) or a mapping with ``task``,
+        ``args`` and any enqueue option. Every spec is validated before anything is written:
+        one bad spec stores nothing. Returns, in input order, each job's id and whether it
+        was an existing job holding the same dedupe key.
+        """
+        jobs = self._prepare_many(specs)
+        if connection is not None:
+            return client.enqueue_many(client.as_target(connection), self.schema, jobs)
+        with self.connection() as conn:
+            return client.enqueue_many(client.PsycopgTarget(conn), self.schema, jobs)
+
+    async def enqueue_many_async(
+        self, specs: Iterable[JobSpec | Mapping[str, Any]], *, connection: Any = None
+    ) -> list[client.Enqueued]:
+        jobs = self._prepare_many(specs)
+        if connection is not None:
+            return await client.enqueue_many_async(
+                client.as_async_target(connection), self.schema, jobs
+            )
+        async with self.connection_async() as conn:
+            return await client.enqueue_many_async(
+                client.AsyncPsycopgTarget(conn), self.schema, jobs
+            )
+
+    def unknown_task_message(self, name: str) -> str:
+        """Why a worker of this App cannot run a job of task ``name``."""
+        known = ", ".join(sorted(self.tasks)) or "none"
+        return (
+            f"UnknownTask: no task named {name!r} is registered in this worker (it knows: "
+            f"{known}); retried in case a worker that knows it comes up"
+        )
+
+    def publish_tasks(self, worker_id: uuid.UUID | None = None) -> int:
+        """Record the defaults of this App's tasks in ``pgjobs.tasks`` (workers do it at
+        start), so that jobs enqueued from SQL, the CLI or HTTP by task name get them too.
+        Returns the number of tasks whose row changed."""
+        rows = [(t.name, t.queue, t.priority, t.max_attempts) for t in self.tasks.values()]
+        if not rows:
+            return 0
+        with self.connection() as conn:
+            return db.run(conn, db.publish_tasks(self.schema, worker_id, rows))
+
+    # --- reading --------------------------------------------------------------------
+
+    def _get_record(self, job_id: int) -> JobRecord:
+        with self.connection() as conn:
+            record = db.run(conn, db.get_job(self.schema, job_id))
+        if record is None:
+            raise NotFound(f"no job with id {job_id}")
+        return record
+
+    async def _get_record_async(self, job_id: int) -> JobRecord:
+        async with self.connection_async() as conn:
+            record = await db.run_async(conn, db.get_job(self.schema, job_id))
+        if record is None:
+            raise NotFound(f"no job with id {job_id}")
+        return record
+
+    def get(self, job_id: int) -> Job:
+        """The job with this id (raises :class:`~pgjobs.errors.NotFound`)."""
+        return self._job(db.Inserted(self._get_record(job_id), False))
+
+    async def get_async(self, job_id: int) -> Job:
+        return self._job(db.Inserted(await self._get_record_async(job_id), False))

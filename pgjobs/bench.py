@@ -1,0 +1,492 @@
+"""``pgjobs bench``: throughput and latency of pgjobs against the configured database.
+
+Every scenario runs in its own throwaway schema (``pgjobs_bench``, dropped afterwards), so a
+benchmark never touches real jobs. Rates come from the database's own timestamps (first
+``started_at`` to last ``finished_at``), not from the client's wall clock around process
+start-up. Figures vary with the machine and what else runs on it: compare runs made side by
+side, and read ``docs/benchmarks.md`` for the method.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from pgjobs import db
+from pgjobs.app import App
+from pgjobs.config import Settings
+from pgjobs.connection import connect, resolve_dsn
+from pgjobs.migrate import upgrade
+from pgjobs.types import JobStatus
+
+BENCH_SCHEMA = "pgjobs_bench"
+
+# The benchmark's own tasks: a worker started by the benchmark imports this module.
+bench_app = App(schema=BENCH_SCHEMA)
+
+
+@bench_app.task(name="bench.noop")
+async def noop() -> None:
+    """An async no-op: measures pgjobs, not the handler."""
+
+
+@bench_app.task(name="bench.noop_sync")
+def noop_sync() -> None:
+    """A sync no-op: the thread-pool path."""
+
+
+@bench_app.task(name="bench.stamp")
+async def stamp() -> float:
+    """Returns when the handler started (pickup latency)."""
+    return time.time()
+
+
+@dataclass
+class Result:
+    scenario: str
+    value: float
+    unit: str
+    runs: list[float] = field(default_factory=list)
+    note: str = ""
+
+    def line(self) -> str:
+        spread = (
+            f" (runs: {', '.join(f'{r:,.1f}' for r in self.runs)})" if len(self.runs) > 1 else ""
+        )
+        note = f"  [{self.note}]" if self.note else ""
+        return f"{self.scenario:<48} {self.value:>12,.1f} {self.unit}{spread}{note}"
+
+
+class Bench:
+    def __init__(
+        self, settings: Settings, *, repeat: int = 3, log: Callable[[str], None] = print
+    ) -> None:
+        self.settings = Settings(dsn=settings.dsn, schema=BENCH_SCHEMA, home=settings.home)
+        self.dsn = resolve_dsn(self.settings)
+        self.repeat = repeat
+        self.log = log
+
+    # --- schema -----------------------------------------------------------------------
+
+    def fresh_schema(self) -> None:
+        with connect(self.settings, dsn=self.dsn) as conn:
+            conn.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(BENCH_SCHEMA))
+            )
+        upgrade(self.settings)
+
+    def drop_schema(self) -> None:
+        with connect(self.settings, dsn=self.dsn) as conn:
+            conn.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(BENCH_SCHEMA))
+            )
+
+    def conn(self) -> psycopg.Connection[Any]:
+        return connect(self.settings, dsn=self.dsn)
+
+    def median(
+        self, scenario: str, unit: str, measure: Callable[[], float], note: str = ""
+    ) -> Result:
+        runs = []
+        for _ in range(self.repeat):
+            self.fresh_schema()
+            runs.append(measure())
+        result = Result(scenario, statistics.median(runs), unit, runs, note)
+        self.log(result.line())
+        return result
+
+    # --- enqueue ----------------------------------------------------------------------
+
+    def enqueue_single(self, count: int) -> float:
+        app = App(self.dsn, schema=BENCH_SCHEMA, pool_size=1)
+        with app:
+            app.enqueue("bench.noop")  # open the pool outside the measurement
+            started = time.perf_counter()
+            for _ in range(count):
+                app.enqueue("bench.noop", queue="default", priority=0, max_attempts=3)
+            return count / (time.perf_counter() - started)
+
+    def insert_bare(self, count: int) -> float:
+        with self.conn() as conn:
+            query = sql.SQL(
+                "INSERT INTO {}.jobs (task, args, queue, priority, max_attempts) VALUES (%s, %s::jsonb, %s, %s, %s) RETURNING id"
+            ).format(sql.Identifier(BENCH_SCHEMA))
+            started = time.perf_counter()
+            for _ in range(count):
+                conn.execute(query, ("bench.noop", "{}", "default", 0, 3))
+            return count / (time.perf_counter() - started)
+
+    def enqueue_bulk(self, count: int) -> float:
+        app = App(self.dsn, schema=BENCH_SCHEMA, pool_size=1)
+        with app:
+            specs = [
+                {
+                    "task": "bench.noop",
+                    "args": {"i": i},
+                    "queue": "default",
+                    "priority": 0,
+                    "max_attempts": 3,
+                }
+                for i in range(count)
+            ]
+            started = time.perf_counter()
+            app.enqueue_many(specs)
+            return count / (time.perf_counter() - started)
+
+    def copy_bare(self, count: int) -> float:
+        with self.conn() as conn:
+            rows = [("bench.noop", json.dumps({"i": i}), "default", 0, 3) for i in range(count)]
+            statement = sql.SQL(
+                "COPY {}.jobs (task, args, queue, priority, max_attempts) FROM STDIN"
+            ).format(sql.Identifier(BENCH_SCHEMA))
+            started = time.perf_counter()
+            with conn.transaction(), conn.cursor() as cursor, cursor.copy(statement) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            return count / (time.perf_counter() - started)
+
+    # --- drain ------------------------------------------------------------------------
+
+    def load(
+        self, count: int, task: str = "bench.noop", *, status: str = "queued", delay: str = "0"
+    ) -> None:
+        with self.conn() as conn:
+            extra = ", finished_at, started_at, attempts" if status != "queued" else ""
+            values = (
+                ", now() - interval '1 day', now() - interval '1 day', 1"
+                if status != "queued"
+                else ""
+            )
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO {s}.jobs (task, queue, priority, max_attempts, status, not_before{extra})"
+                    " SELECT %s, 'default', 0, 3, %s, now() + %s::interval{values} FROM generate_series(1, %s)"
+                ).format(
+                    s=sql.Identifier(BENCH_SCHEMA), extra=sql.SQL(extra), values=sql.SQL(values)
+                ),
+                (task, status, delay, count),
+            )
+            conn.execute(sql.SQL("VACUUM ANALYZE {}.jobs").format(sql.Identifier(BENCH_SCHEMA)))
+
+    def rate_of(self, task: str) -> float:
+        with self.conn() as conn:
+            row = conn.execute(
+                sql.SQL(
+                    "SELECT count(*), extract(epoch FROM max(finished_at) - min(started_at))"
+                    " FROM {}.jobs WHERE task = %s AND status = 'succeeded' AND started_at > now() - interval '1 hour'"
+                ).format(sql.Identifier(BENCH_SCHEMA)),
+                (task,),
+            ).fetchone()
+        assert row is not None and row[1]
+        return float(row[0]) / float(row[1])
+
+    def _worker(self, *args: str) -> tuple[list[str], dict[str, str]]:
+        """The command and environment of a benchmark worker process."""
+        env = {
+            **os.environ,
+            "PGJOBS_DSN": self.dsn,
+            "PGJOBS_SCHEMA": BENCH_SCHEMA,
+            "PGJOBS_LOG_LEVEL": "warning",
+        }
+        command = [
+            sys.executable,
+            "-m",
+            "pgjobs.cli.main",
+            "worker",
+            "--app",
+            "pgjobs.bench:bench_app",
+            "--quiet-jobs",
+            *args,
+        ]
+        return command, env
+
+    def run_worker(self, *args: str) -> None:
+        """A ``--burst`` worker: returns once it has drained what is ready."""
+        command, env = self._worker("--burst", *args)
+        subprocess.run(command, env=env, check=True)
+
+    def drain(
+        self,
+        count: int,
+        task: str = "bench.noop",
+        *args: str,
+        setup: Callable[[], None] | None = None,
+    ) -> float:
+        if setup is not None:
+            setup()
+        self.load(count, task)
+        self.run_worker(*args)
+        return self.rate_of(task)
+
+    def bare_loop(self, count: int, batch: int, *, simple: bool = True) -> float:
+        """The limit line: claim ``batch`` jobs and complete them at once, one statement each,
+        no handler, no worker machinery. ``simple`` uses the plainest claim there is (one
+        queue, no pause, limits or priority levels), the reference a job queue is measured
+        against; otherwise pgjobs' own claim function."""
+        self.load(count)
+        worker = uuid.uuid4()
+        schema = sql.Identifier(BENCH_SCHEMA)
+        plain_claim = sql.SQL(
+            "WITH picked AS MATERIALIZED (SELECT id FROM {s}.jobs WHERE status = 'queued' AND blockers = 0"
+            " AND queue = 'default' AND not_before <= now() ORDER BY priority DESC, not_before, id"
+            " LIMIT %s FOR UPDATE SKIP LOCKED)"
+            " UPDATE {s}.jobs AS j SET status = 'running', attempts = j.attempts + 1, lease_token = gen_random_uuid(),"
+            " lease_expires_at = now() + interval '30 seconds', started_at = now()"
+            " WHERE j.id = ANY (ARRAY(SELECT id FROM picked)) RETURNING j.id"
+        ).format(s=schema)
+        plain_complete = sql.SQL(
+            "UPDATE {s}.jobs SET status = 'succeeded', finished_at = now(), lease_token = NULL WHERE id = ANY (%s)"
+        ).format(s=schema)
+        with self.conn() as conn:
+            started = time.perf_counter()
+            done = 0
+            while True:
+                if simple:
+                    ids = [r[0] for r in conn.execute(plain_claim, (batch,)).fetchall()]
+                    if not ids:
+                        break
+                    conn.execute(plain_complete, (ids,))
+                    done += len(ids)
+                    continue
+                jobs = db.run(
+                    conn,
+                    db.claim_call(
+                        BENCH_SCHEMA, queues=None, limit=batch, worker_id=worker, lease_seconds=30
+                    ),
+                )
+                if not jobs:
+                    break
+                db.run(
+                    conn,
+                    db.finish(
+                        BENCH_SCHEMA,
+                        [
+                            db.Outcome(j.id, j.lease_token, JobStatus.SUCCEEDED, result="null")
+                            for j in jobs
+                        ],
+                    ),
+                )
+                done += len(jobs)
+            return done / (time.perf_counter() - started)
+
+    # --- latency ------------------------------------------------------------------------
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        """A long-running benchmark worker (latency and idle scenarios)."""
+        command, env = self._worker()
+        return subprocess.Popen(command, env=env)
+
+    def latency(self, samples: int) -> dict[str, float]:
+        worker = self.start_worker()
+        gaps: list[float] = []
+        try:
+            with self.conn() as conn, psycopg.connect(self.dsn, autocommit=True) as listener:
+                listener.execute(
+                    sql.SQL("LISTEN {}").format(sql.Identifier(db.events_channel(BENCH_SCHEMA)))
+                )
+                self._wait_for_worker(conn)
+                insert = sql.SQL(
+                    "INSERT INTO {}.jobs (task, queue, priority, max_attempts) VALUES ('bench.stamp', 'default', 0, 3) RETURNING id"
+                ).format(sql.Identifier(BENCH_SCHEMA))
+                for _ in range(samples):
+                    time.sleep(
+                        0.02
+                    )  # let the worker go idle: this measures an idle worker's pickup
+                    row = conn.execute(insert).fetchone()
+                    committed = time.time()
+                    assert row is not None
+                    for _notice in listener.notifies(timeout=10, stop_after=1):
+                        break
+                    result = conn.execute(
+                        sql.SQL("SELECT result FROM {}.jobs WHERE id = %s").format(
+                            sql.Identifier(BENCH_SCHEMA)
+                        ),
+                        (row[0],),
+                    ).fetchone()
+                    if result and isinstance(result[0], float):
+                        gaps.append((result[0] - committed) * 1000)
+        finally:
+            worker.terminate()
+            worker.wait(30)
+        gaps.sort()
+
+        def pct(p: float) -> float:
+            return gaps[min(len(gaps) - 1, int(p / 100 * len(gaps)))]
+
+        return {"p50": pct(50), "p95": pct(95), "p99": pct(99), "samples": float(len(gaps))}
+
+    def _wait_for_worker(self, conn: psycopg.Connection[Any]) -> None:
+        deadline = time.monotonic() + 30
+        query = sql.SQL("SELECT count(*) FROM {}.workers").format(sql.Identifier(BENCH_SCHEMA))
+        while time.monotonic() < deadline:
+            row = conn.execute(query).fetchone()
+            if row and row[0]:
+                return
+            time.sleep(0.05)
+        raise RuntimeError("the benchmark worker did not start")
+
+    # --- idle -----------------------------------------------------------------------------
+
+    def idle_statements(self, seconds: float) -> tuple[float, str]:
+        """Statements per second of one idle worker, from pg_stat_statements when the server
+        has it loaded, else from committed transactions of this database (autocommit: one per
+        statement; other activity on the database would count too)."""
+        with self.conn() as conn:
+            has_pss = bool(conn.execute(
+                "SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'"
+                " AND current_setting('shared_preload_libraries') LIKE '%%pg_stat_statements%%'"
+            ).fetchone()[0])  # type: ignore[index]  # fmt: skip
+            worker = self.start_worker()
+            try:
+                self._wait_for_worker(conn)
+                time.sleep(2)  # start-up statements are not idle ones
+                before = self._statements(conn, has_pss)
+                time.sleep(seconds)
+                after = self._statements(conn, has_pss)
+            finally:
+                worker.terminate()
+                worker.wait(30)
+        source = "pg_stat_statements" if has_pss else "xact_commit (upper bound)"
+        return (after - before) / seconds, source
+
+    def _statements(self, conn: psycopg.Connection[Any], has_pss: bool) -> float:
+        if has_pss:
+            row = conn.execute(
+                "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid"
+                " WHERE d.datname = current_database() AND s.query LIKE %s",
+                (f"%{BENCH_SCHEMA}%",),
+            ).fetchone()
+        else:
+            conn.execute("SELECT pg_stat_clear_snapshot()")
+            row = conn.execute(
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+            ).fetchone()
+        assert row is not None
+        return float(row[0])
+
+
+def run(
+    settings: Settings,
+    *,
+    jobs: int,
+    repeat: int,
+    scenarios: list[str],
+    idle_seconds: float,
+    big: int,
+    log: Callable[[str], None] = print,
+) -> list[Result]:
+    bench = Bench(settings, repeat=repeat, log=log)
+    results: list[Result] = []
+    try:
+        if "enqueue" in scenarios:
+            single = max(jobs // 10, 1000)
+            results.append(
+                bench.median(
+                    f"enqueue: single, one transaction each ({single:,})",
+                    "jobs/s",
+                    lambda: bench.enqueue_single(single),
+                )
+            )
+            results.append(
+                bench.median(
+                    f"  baseline: bare INSERT + commit ({single:,})",
+                    "jobs/s",
+                    lambda: bench.insert_bare(single),
+                )
+            )
+            bulk = jobs * 2
+            results.append(
+                bench.median(
+                    f"enqueue: bulk enqueue_many ({bulk:,})",
+                    "jobs/s",
+                    lambda: bench.enqueue_bulk(bulk),
+                )
+            )
+            results.append(
+                bench.median(
+                    f"  baseline: bare COPY ({bulk:,})", "jobs/s", lambda: bench.copy_bare(bulk)
+                )
+            )
+        if "drain" in scenarios:
+            results.append(
+                bench.median(
+                    f"drain: async no-op, 1 process, -c 100 ({jobs:,})",
+                    "jobs/s",
+                    lambda: bench.drain(jobs, "bench.noop", "-c", "100"),
+                )
+            )
+            results.append(
+                bench.median(
+                    f"drain: sync no-op, 1 process, -c 20 ({jobs:,})",
+                    "jobs/s",
+                    lambda: bench.drain(jobs, "bench.noop_sync", "-c", "20"),
+                )
+            )
+            results.append(
+                bench.median(
+                    f"drain: async no-op, 2 processes, -c 100 ({jobs:,})",
+                    "jobs/s",
+                    lambda: bench.drain(jobs, "bench.noop", "--processes", "2", "-c", "100"),
+                )
+            )
+            results.append(
+                bench.median(
+                    f"limit: bare claim+complete, 100/statement ({jobs:,})",
+                    "jobs/s",
+                    lambda: bench.bare_loop(jobs, 100),
+                )
+            )
+            results.append(
+                bench.median(
+                    f"limit: bare claim+complete, 10/statement ({jobs:,})",
+                    "jobs/s",
+                    lambda: bench.bare_loop(jobs, 10),
+                )
+            )
+            results.append(
+                bench.median(
+                    f"pgjobs claim()+finish loop, 100/statement ({jobs:,})",
+                    "jobs/s",
+                    lambda: bench.bare_loop(jobs, 100, simple=False),
+                )
+            )
+        if "big" in scenarios:
+            results.append(bench.median(
+                f"drain with {big:,} jobs waiting (drain {jobs:,})", "jobs/s",
+                lambda: bench.drain(jobs, "bench.noop", "-c", "100", setup=lambda: bench.load(big, "bench.later", delay="1 day")),
+            ))  # fmt: skip
+            results.append(bench.median(
+                f"drain with {big:,} finished rows kept (drain {jobs:,})", "jobs/s",
+                lambda: bench.drain(jobs, "bench.noop", "-c", "100", setup=lambda: bench.load(big, "bench.done", status="succeeded")),
+            ))  # fmt: skip
+        if "latency" in scenarios:
+            bench.fresh_schema()
+            figures = bench.latency(200)
+            for name in ("p50", "p95", "p99"):
+                result = Result(
+                    f"pickup latency {name} (idle worker, commit to start)", figures[name], "ms"
+                )
+                log(result.line())
+                results.append(result)
+        if "idle" in scenarios:
+            bench.fresh_schema()
+            rate, source = bench.idle_statements(idle_seconds)
+            result = Result(
+                f"idle worker over {idle_seconds:g}s", rate, "statements/s", note=source
+            )
+            log(result.line())
+            results.append(result)
+    finally:
+        bench.drop_schema()
+    return results

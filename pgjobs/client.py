@@ -1,0 +1,450 @@
+"""Producing jobs: validating and encoding them, and writing them through whatever connection
+the caller has.
+
+A *target* is where statements run: a psycopg connection (sync or async), or a SQLAlchemy
+``Connection``/``Session`` (sync or async) whose transaction the job joins, so that it exists
+if and only if that transaction commits. The SQL itself always comes from :mod:`pgjobs.db`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple, Protocol, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from pgjobs import db, validation
+from pgjobs.durations import parse_duration, parse_timestamp
+from pgjobs.encoding import dumps, encode_args
+from pgjobs.errors import InvalidInput, PgjobsError, SchemaNotMigrated
+
+R = TypeVar("R")
+#: A dedupe collision can race with the holder finishing; a few rounds always settle it.
+DEDUPE_ROUNDS = 5
+
+
+class Enqueued(NamedTuple):
+    """The id a bulk enqueue gave one job, and whether it was an existing job holding the
+    same dedupe key (then nothing was inserted for it)."""
+
+    id: int
+    existing: bool
+
+
+@dataclass(frozen=True)
+class EnqueueOptions:
+    """Options of one enqueue, as a caller writes them (validated by :func:`prepare`)."""
+
+    queue: str | None = None
+    priority: int | None = None
+    delay: str | float | timedelta | None = None
+    not_before: str | datetime | None = None
+    max_attempts: int | None = None
+    dedupe_key: str | None = None
+    callback_url: str | None = None
+    parent_id: int | None = None
+    meta: Mapping[str, Any] | None = None
+
+    def merged(self, **overrides: Any) -> EnqueueOptions:
+        values = {k: v for k, v in overrides.items() if v is not None}
+        return EnqueueOptions(**{**self.__dict__, **values})
+
+
+OPTION_NAMES = frozenset(EnqueueOptions.__dataclass_fields__)
+
+
+def prepare(
+    task: str, args: Mapping[str, Any] | None, options: EnqueueOptions, *, max_args_bytes: int
+) -> db.NewJob:
+    """Validate and encode one job; raises :class:`InvalidInput` naming the bad field."""
+    return with_args(prepare_options(task, options), args, max_args_bytes=max_args_bytes)
+
+
+def with_args(
+    template: db.NewJob, args: Mapping[str, Any] | None, *, max_args_bytes: int
+) -> db.NewJob:
+    """``template`` (from :func:`prepare_options`) with these arguments, encoded."""
+    t = template
+    return db.NewJob(
+        t.task, encode_args({} if args is None else args, max_bytes=max_args_bytes), t.queue,
+        t.priority, t.not_before, t.delay, t.max_attempts, t.dedupe_key, t.callback_url,
+        t.parent_id, t.meta,
+    )  # fmt: skip
+
+
+def prepare_options(task: str, options: EnqueueOptions) -> db.NewJob:
+    """Validate a task name and options once (bulk enqueue reuses the result per row); the
+    arguments are left empty for :func:`with_args`."""
+    validation.task_name(task)
+    if options.delay is not None and options.not_before is not None:
+        raise InvalidInput("give either a delay or a start time (not_before), not both")
+    delay = (
+        parse_duration(options.delay, field="delay") if options.delay is not None else timedelta(0)
+    )
+    not_before = (
+        parse_timestamp(options.not_before, field="not_before")
+        if options.not_before is not None
+        else None
+    )
+    return db.NewJob(
+        task=task,
+        args="{}",
+        queue=validation.queue_name(options.queue) if options.queue is not None else None,
+        priority=validation.priority(options.priority) if options.priority is not None else None,
+        not_before=not_before,
+        delay=delay,
+        max_attempts=validation.max_attempts(options.max_attempts)
+        if options.max_attempts is not None
+        else None,
+        dedupe_key=validation.key(options.dedupe_key, "dedupe_key")
+        if options.dedupe_key is not None
+        else None,
+        callback_url=validation.callback_url(options.callback_url)
+        if options.callback_url is not None
+        else None,
+        parent_id=options.parent_id,
+        meta=dumps(dict(options.meta), what="meta") if options.meta else None,
+    )
+
+
+# --- translating database errors --------------------------------------------------------
+
+_CONSTRAINT_HINTS = {
+    "jobs_task_name_valid": f"invalid task name: use 1-200 characters among {validation.NAME_CHARACTERS}",
+    "jobs_queue_name_valid": f"invalid queue name: use 1-100 characters among {validation.NAME_CHARACTERS}",
+    "jobs_args_is_object": "args must be a JSON object",
+    "jobs_args_too_large": "args are over the size limit (setting pgjobs.max_args_bytes)",
+    "jobs_priority_range": "priority is out of range: use -1000..1000",
+    "jobs_not_before_range": "start time out of range: use a time between the years 1900 and 9998",
+    "jobs_attempts_valid": "max_attempts must be at least 1",
+    "jobs_callback_url_valid": "invalid callback URL: http(s), at most 2048 characters",
+}
+
+
+def translate(exc: BaseException) -> BaseException:
+    """Turn a driver error into the pgjobs error a caller can act on (or return it as is)."""
+    if isinstance(exc, PgjobsError):
+        return exc
+    original = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps driver errors
+    if isinstance(original, pg_errors.CheckViolation):
+        name = original.diag.constraint_name or ""
+        return InvalidInput(_CONSTRAINT_HINTS.get(name, f"refused by the database: {name}"))
+    if isinstance(
+        original,
+        pg_errors.UndefinedTable | pg_errors.UndefinedFunction | pg_errors.InvalidSchemaName,
+    ):
+        return SchemaNotMigrated(
+            f"the pgjobs schema is missing in this database: run `pgjobs migrate` ({original.diag.message_primary})"
+        )
+    if isinstance(original, pg_errors.RaiseException) and (
+        original.diag.message_primary or ""
+    ).startswith("pgjobs: "):
+        return InvalidInput((original.diag.message_primary or "")[len("pgjobs: ") :])
+    return exc
+
+
+# --- targets ----------------------------------------------------------------------------
+
+
+class Target(Protocol):
+    def run(self, call: db.Call[R]) -> R: ...
+    def driver(self) -> psycopg.Connection[Any]: ...
+
+
+class AsyncTarget(Protocol):
+    async def run(self, call: db.Call[R]) -> R: ...
+    async def driver(self) -> psycopg.AsyncConnection[Any]: ...
+
+
+class PsycopgTarget:
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+
+    def run(self, call: db.Call[R]) -> R:
+        return db.run(self.conn, call)
+
+    def driver(self) -> psycopg.Connection[Any]:
+        return self.conn
+
+
+class AsyncPsycopgTarget:
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self.conn = conn
+
+    async def run(self, call: db.Call[R]) -> R:
+        return await db.run_async(self.conn, call)
+
+    async def driver(self) -> psycopg.AsyncConnection[Any]:
+        return self.conn
+
+
+def _is_sqlalchemy(obj: Any) -> bool:
+    return type(obj).__module__.startswith("sqlalchemy.")
+
+
+def _require_psycopg(dialect: Any) -> None:
+    if getattr(dialect, "driver", None) != "psycopg":
+        raise InvalidInput(
+            "enqueue in a SQLAlchemy transaction needs the psycopg (3) driver: use a "
+            f"postgresql+psycopg:// URL (this engine uses {getattr(dialect, 'driver', '?')!r})"
+        )
+
+
+class SQLAlchemyTarget:
+    """A SQLAlchemy ``Connection`` or ``Session``: statements join its transaction (starting
+    it if needed, as SQLAlchemy's autobegin does), through the psycopg driver underneath."""
+
+    def __init__(self, obj: Any) -> None:
+        self.conn = obj.connection() if hasattr(obj, "get_bind") else obj
+        _require_psycopg(self.conn.dialect)
+
+    def run(self, call: db.Call[R]) -> R:
+        text = call.query.as_string(None)
+        result = self.conn.exec_driver_sql(text, dict(call.params))
+        rows = [dict(r) for r in result.mappings().all()] if result.returns_rows else []
+        return call.shape(rows)
+
+    def driver(self) -> psycopg.Connection[Any]:
+        raw: psycopg.Connection[Any] = self.conn.connection.driver_connection
+        return raw
+
+
+class AsyncSQLAlchemyTarget:
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+        self._conn: Any = None
+
+    async def _connection(self) -> Any:
+        if self._conn is None:
+            self._conn = await self.obj.connection() if hasattr(self.obj, "get_bind") else self.obj
+            _require_psycopg(self._conn.dialect)
+        return self._conn
+
+    async def run(self, call: db.Call[R]) -> R:
+        conn = await self._connection()
+        result = await conn.exec_driver_sql(call.query.as_string(None), dict(call.params))
+        rows = [dict(r) for r in result.mappings().all()] if result.returns_rows else []
+        return call.shape(rows)
+
+    async def driver(self) -> psycopg.AsyncConnection[Any]:
+        conn = await self._connection()
+        raw = await conn.get_raw_connection()
+        driver: psycopg.AsyncConnection[Any] = raw.driver_connection
+        return driver
+
+
+def as_target(obj: Any) -> Target:
+    """The sync target for a caller's connection or session."""
+    if isinstance(obj, psycopg.Connection):
+        return PsycopgTarget(obj)
+    if _is_sqlalchemy(obj) and not type(obj).__name__.startswith("Async"):
+        return SQLAlchemyTarget(obj)
+    raise InvalidInput(
+        f"cannot enqueue through a {type(obj).__name__}: pass a psycopg Connection or a "
+        "SQLAlchemy Connection/Session (use the *_async methods for async ones)"
+    )
+
+
+def as_async_target(obj: Any) -> AsyncTarget:
+    """The async target for a caller's async connection or session."""
+    if isinstance(obj, psycopg.AsyncConnection):
+        return AsyncPsycopgTarget(obj)
+    if _is_sqlalchemy(obj) and type(obj).__name__.startswith("Async"):
+        return AsyncSQLAlchemyTarget(obj)
+    raise InvalidInput(
+        f"cannot enqueue through a {type(obj).__name__} from async code: pass a psycopg "
+        "AsyncConnection or a SQLAlchemy AsyncConnection/AsyncSession"
+    )
+
+
+# --- enqueue ----------------------------------------------------------------------------
+
+
+def enqueue(target: Target, schema: str, job: db.NewJob) -> db.Inserted:
+    call = db.enqueue(schema, job)
+    try:
+        for _ in range(DEDUPE_ROUNDS):
+            inserted = target.run(call)
+            if inserted is not None:
+                return inserted
+    except Exception as exc:
+        raise translate(exc) from exc
+    raise PgjobsError(f"dedupe key {job.dedupe_key!r} kept changing hands; try again")
+
+
+async def enqueue_async(target: AsyncTarget, schema: str, job: db.NewJob) -> db.Inserted:
+    call = db.enqueue(schema, job)
+    try:
+        for _ in range(DEDUPE_ROUNDS):
+            inserted = await target.run(call)
+            if inserted is not None:
+                return inserted
+    except Exception as exc:
+        raise translate(exc) from exc
+    raise PgjobsError(f"dedupe key {job.dedupe_key!r} kept changing hands; try again")
+
+
+@dataclass
+class _BulkPlan:
+    """How a batch is written: which rows go straight to the table by COPY (with or without
+    an explicit start time), and which go through the staging table (dedupe keys)."""
+
+    jobs: Sequence[db.NewJob]
+    ids: list[int]
+    now: datetime | None
+
+    def plain(self, explicit_start: bool) -> list[tuple[Any, ...]]:
+        rows = []
+        for job_id, job in zip(self.ids, self.jobs, strict=True):
+            if job.dedupe_key is not None:
+                continue
+            start = job.start_at(self.now) if self.now else job.not_before
+            if (start is not None) == explicit_start:
+                rows.append(db.copy_row(job_id, job, start))
+        return rows
+
+    def keyed(self) -> list[tuple[Any, ...]]:
+        assert self.now is not None
+        return [
+            db.copy_row(job_id, job, job.start_at(self.now) or self.now)
+            for job_id, job in zip(self.ids, self.jobs, strict=True)
+            if job.dedupe_key is not None
+        ]
+
+    def keys_of(self, missing: set[int]) -> list[str]:
+        return [
+            j.dedupe_key
+            for i, j in zip(self.ids, self.jobs, strict=True)
+            if i in missing and j.dedupe_key
+        ]
+
+    def result(
+        self, inserted_keyed: set[int], holders: Mapping[str, int]
+    ) -> tuple[list[Enqueued], list[int]]:
+        """Per input row: (id, existing). Also the positions whose holder vanished."""
+        out: list[Enqueued] = []
+        retry: list[int] = []
+        for position, (job_id, job) in enumerate(zip(self.ids, self.jobs, strict=True)):
+            if job.dedupe_key is None or job_id in inserted_keyed:
+                out.append(Enqueued(job_id, False))
+            elif job.dedupe_key in holders:
+                out.append(Enqueued(holders[job.dedupe_key], True))
+            else:
+                out.append(Enqueued(0, False))
+                retry.append(position)
+        return out, retry
+
+
+def enqueue_many(target: Target, schema: str, jobs: Sequence[db.NewJob]) -> list[Enqueued]:
+    """Insert many jobs in a handful of round trips: ids reserved in one statement, rows
+    without dedupe keys COPYed straight into the table, rows with keys COPYed into a
+    temporary table and moved with ON CONFLICT DO NOTHING."""
+    if not jobs:
+        return []
+    try:
+        ids, now = target.run(db.reserve_ids(schema, len(jobs)))
+        plan = _BulkPlan(jobs, ids, now)
+        conn = target.driver()
+        inserted: set[int] = set()
+        holders: dict[str, int] = {}
+        with conn.transaction():
+            for explicit in (False, True):
+                rows = plan.plain(explicit)
+                if rows:
+                    with (
+                        conn.cursor() as cursor,
+                        cursor.copy(
+                            db.copy_statement(schema, None, with_not_before=explicit)
+                        ) as copy,
+                    ):
+                        for row in rows:
+                            copy.write_row(row)
+            keyed = plan.keyed()
+            if keyed:
+                conn.execute(db.create_staging(schema))
+                conn.execute(
+                    psycopg.sql.SQL("TRUNCATE {}").format(psycopg.sql.Identifier(db.STAGING_TABLE))
+                )
+                with (
+                    conn.cursor() as cursor,
+                    cursor.copy(
+                        db.copy_statement(schema, db.STAGING_TABLE, with_not_before=True)
+                    ) as copy,
+                ):
+                    for row in keyed:
+                        copy.write_row(row)
+                inserted = db.run(conn, db.move_staged(schema))
+                missing = {
+                    job_id
+                    for job_id, job in zip(ids, jobs, strict=True)
+                    if job.dedupe_key and job_id not in inserted
+                }
+                if missing:
+                    holders = db.run(conn, db.dedupe_holders(schema, plan.keys_of(missing)))
+        out, retry = plan.result(inserted, holders)
+        for position in retry:
+            again = enqueue(target, schema, jobs[position])
+            out[position] = Enqueued(again.record.id, again.existing)
+        return out
+    except Exception as exc:
+        raise translate(exc) from exc
+
+
+async def enqueue_many_async(
+    target: AsyncTarget, schema: str, jobs: Sequence[db.NewJob]
+) -> list[Enqueued]:
+    """The async twin of :func:`enqueue_many`."""
+    if not jobs:
+        return []
+    try:
+        ids, now = await target.run(db.reserve_ids(schema, len(jobs)))
+        plan = _BulkPlan(jobs, ids, now)
+        conn = await target.driver()
+        inserted: set[int] = set()
+        holders: dict[str, int] = {}
+        async with conn.transaction():
+            for explicit in (False, True):
+                rows = plan.plain(explicit)
+                if rows:
+                    async with (
+                        conn.cursor() as cursor,
+                        cursor.copy(
+                            db.copy_statement(schema, None, with_not_before=explicit)
+                        ) as copy,
+                    ):
+                        for row in rows:
+                            await copy.write_row(row)
+            keyed = plan.keyed()
+            if keyed:
+                await conn.execute(db.create_staging(schema))
+                await conn.execute(
+                    psycopg.sql.SQL("TRUNCATE {}").format(psycopg.sql.Identifier(db.STAGING_TABLE))
+                )
+                async with (
+                    conn.cursor() as cursor,
+                    cursor.copy(
+                        db.copy_statement(schema, db.STAGING_TABLE, with_not_before=True)
+                    ) as copy,
+                ):
+                    for row in keyed:
+                        await copy.write_row(row)
+                inserted = await db.run_async(conn, db.move_staged(schema))
+                missing = {
+                    job_id
+                    for job_id, job in zip(ids, jobs, strict=True)
+                    if job.dedupe_key and job_id not in inserted
+                }
+                if missing:
+                    holders = await db.run_async(
+                        conn, db.dedupe_holders(schema, plan.keys_of(missing))
+                    )
+        out, retry = plan.result(inserted, holders)
+        for position in retry:
+            again = await enqueue_async(target, schema, jobs[position])
+            out[position] = Enqueued(again.record.id, again.existing)
+        return out
+    except Exception as exc:
+        raise translate(exc) from exc

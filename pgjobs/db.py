@@ -1,0 +1,512 @@
+"""The hot path: plain psycopg calls of the named statements in :mod:`pgjobs.sql`.
+
+Nothing here imports SQLAlchemy, alembic, click or httpx (an import-linter contract checks
+it). Each operation is described once as a :class:`Call` (statement, parameters, and how to
+shape the rows), and run by :func:`run` on a sync connection or :func:`run_async` on an async
+one, so that sync and async callers share every line of SQL and every rule.
+
+Statements run in the connection's current transaction: in autocommit mode each is its own
+transaction; inside a caller's transaction they commit or roll back with it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import class_row, dict_row
+
+from pgjobs import sql as queries
+from pgjobs.types import JobRecord, JobStatus
+
+R = TypeVar("R")
+Row = dict[str, Any]
+
+
+def jobs_channel(schema: str) -> str:
+    """Where inserts and re-queues are announced (the insert trigger uses the same name)."""
+    return f"{schema}_jobs"
+
+
+def events_channel(schema: str) -> str:
+    """Where status and progress changes are announced (``wait``, SSE)."""
+    return f"{schema}_events"
+
+
+def control_channel(schema: str) -> str:
+    """Where workers are told to stop a running job."""
+    return f"{schema}_control"
+
+
+@dataclass(frozen=True)
+class Call(Generic[R]):
+    """One statement to run and the function that turns its rows into the result."""
+
+    query: sql.Composed
+    params: Mapping[str, Any]
+    shape: Callable[[list[Row]], R]
+
+
+def run(conn: psycopg.Connection[Any], call: Call[R]) -> R:
+    with conn.cursor(row_factory=dict_row) as cursor:
+        cursor.execute(call.query, call.params)
+        rows = cursor.fetchall() if cursor.description is not None else []
+    return call.shape(rows)
+
+
+async def run_async(conn: psycopg.AsyncConnection[Any], call: Call[R]) -> R:
+    async with conn.cursor(row_factory=dict_row) as cursor:
+        await cursor.execute(call.query, call.params)
+        rows = await cursor.fetchall() if cursor.description is not None else []
+    return call.shape(rows)
+
+
+# --- producing --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A validated, encoded job ready to insert (see :mod:`pgjobs.client`)."""
+
+    task: str
+    args: str  # JSON text of an object
+    queue: str | None = None
+    priority: int | None = None
+    not_before: datetime | None = None
+    #: Start this long after the database's now() (used when not_before is None).
+    delay: timedelta = timedelta(0)
+    max_attempts: int | None = None
+    dedupe_key: str | None = None
+    callback_url: str | None = None
+    parent_id: int | None = None
+    meta: str | None = None  # JSON text
+
+    def start_at(self, server_now: datetime) -> datetime | None:
+        """The explicit start time for a bulk row, or None for "the database's now()"."""
+        if self.not_before is not None:
+            return self.not_before
+        return server_now + self.delay if self.delay else None
+
+
+def _params(job: NewJob) -> dict[str, Any]:
+    return {
+        "task": job.task,
+        "args": job.args,
+        "queue": job.queue,
+        "priority": job.priority,
+        "not_before": job.not_before,
+        "delay": job.delay,
+        "max_attempts": job.max_attempts,
+        "dedupe_key": job.dedupe_key,
+        "callback_url": job.callback_url,
+        "parent_id": job.parent_id,
+        "meta": job.meta,
+    }
+
+
+@dataclass(frozen=True)
+class Inserted:
+    """The row of an enqueued job, and whether it was an existing job holding the key."""
+
+    record: JobRecord
+    existing: bool
+
+
+def _first_inserted(rows: list[Row]) -> Inserted | None:
+    if not rows:
+        return None
+    row = rows[0]
+    return Inserted(JobRecord.from_row(row), bool(row.get("existing")))
+
+
+def enqueue(schema: str, job: NewJob) -> Call[Inserted | None]:
+    """Insert one job. With a dedupe key, ``None`` means: try again (see the SQL file)."""
+    name = "enqueue_dedupe" if job.dedupe_key is not None else "enqueue"
+    return Call(queries.query(name, schema), _params(job), _first_inserted)
+
+
+def get_job(schema: str, job_id: int) -> Call[JobRecord | None]:
+    return Call(
+        queries.query("get_job", schema),
+        {"id": job_id},
+        lambda rows: JobRecord.from_row(rows[0]) if rows else None,
+    )
+
+
+def reserve_ids(schema: str, count: int) -> Call[tuple[list[int], datetime | None]]:
+    """``count`` new ids, and the database's clock (bulk rows with a delay start from it)."""
+    return Call(
+        queries.query("reserve_ids", schema),
+        {"table": f"{schema}.jobs", "n": count},
+        lambda rows: (list(rows[0]["ids"]), rows[0]["now"]),
+    )
+
+
+def dedupe_holders(schema: str, keys: Sequence[str]) -> Call[dict[str, int]]:
+    return Call(
+        queries.query("dedupe_holders", schema),
+        {"keys": list(keys)},
+        lambda rows: {r["dedupe_key"]: r["id"] for r in rows},
+    )
+
+
+#: Columns written by a bulk COPY, in order. ``not_before`` is left out for rows that use
+#: the database's ``now()``.
+COPY_COLUMNS = (
+    "id", "task", "args", "queue", "priority", "max_attempts", "dedupe_key", "callback_url",
+    "parent_id", "meta", "not_before",
+)  # fmt: skip
+
+
+def copy_row(job_id: int, job: NewJob, start_at: datetime | None) -> tuple[Any, ...]:
+    """One row for :func:`copy_statement` (``start_at`` only when the statement has it)."""
+    row: tuple[Any, ...] = (
+        job_id, job.task, job.args, job.queue, job.priority, job.max_attempts,
+        job.dedupe_key, job.callback_url, job.parent_id, job.meta,
+    )  # fmt: skip
+    return row if start_at is None else (*row, start_at)
+
+
+def copy_statement(schema: str, table: str | None, *, with_not_before: bool) -> sql.Composed:
+    columns = COPY_COLUMNS if with_not_before else COPY_COLUMNS[:-1]
+    target = (
+        sql.SQL("{}.jobs").format(sql.Identifier(schema))
+        if table is None
+        else sql.Identifier(table)
+    )
+    return sql.SQL("COPY {} ({}) FROM STDIN").format(
+        target, sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    )
+
+
+STAGING_TABLE = "pgjobs_staging"
+
+
+def create_staging(schema: str) -> sql.Composed:
+    """A temporary table with the bulk columns of jobs and none of its constraints (the
+    defaults trigger fills NULLs when rows move in), dropped at commit (pgbouncer-safe)."""
+    return sql.SQL(
+        "CREATE TEMPORARY TABLE IF NOT EXISTS {} ON COMMIT DROP AS SELECT {} FROM {}.jobs WITH NO DATA"
+    ).format(
+        sql.Identifier(STAGING_TABLE),
+        sql.SQL(", ").join(sql.Identifier(c) for c in COPY_COLUMNS),
+        sql.Identifier(schema),
+    )
+
+
+def move_staged(schema: str) -> Call[set[int]]:
+    return Call(queries.query("enqueue_staged", schema), {}, lambda rows: {r["id"] for r in rows})
+
+
+def publish_tasks(
+    schema: str,
+    worker_id: uuid.UUID | None,
+    tasks: Sequence[tuple[str, str | None, int | None, int | None]],
+) -> Call[int]:
+    names, queues, priorities, attempts = (
+        (list(col) for col in zip(*tasks, strict=True)) if tasks else ([], [], [], [])
+    )
+    return Call(
+        queries.query("publish_tasks", schema),
+        {
+            "worker_id": worker_id,
+            "names": names,
+            "queues": queues,
+            "priorities": priorities,
+            "max_attempts": attempts,
+        },
+        len,
+    )
+
+
+# --- the lifecycle of a claimed job -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    """A job this worker now holds under ``lease_token`` until ``lease_expires_at``."""
+
+    id: int
+    queue: str
+    task: str
+    args: dict[str, Any]
+    priority: int
+    attempts: int
+    max_attempts: int
+    lease_token: uuid.UUID
+    lease_expires_at: datetime
+    not_before: datetime
+    created_at: datetime
+    parent_id: int | None
+    meta: dict[str, Any] | None
+
+
+def _claim_params(
+    queues: list[str] | None, limit: int, worker_id: uuid.UUID, lease_seconds: float
+) -> dict[str, Any]:
+    return {
+        "queues": queues,
+        "limit": limit,
+        "worker_id": worker_id,
+        "lease_seconds": lease_seconds,
+    }
+
+
+def claim(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    *,
+    queues: list[str] | None,
+    limit: int,
+    worker_id: uuid.UUID,
+    lease_seconds: float,
+) -> list[ClaimedJob]:
+    """Claim up to ``limit`` due jobs of ``queues`` (``None``: every queue).
+
+    Two statements in one transaction, sent in one round trip (pipeline): the first locks the
+    rows of limited queues so that the second, the claim itself, takes its snapshot after the
+    previous claimer of those queues committed. ``conn`` must be in autocommit mode.
+    """
+    params = _claim_params(queues, limit, worker_id, lease_seconds)
+    with conn.transaction(), conn.pipeline():
+        conn.execute(queries.query("claim_lock_limited", schema), params)
+        with conn.cursor(row_factory=class_row(ClaimedJob)) as cursor:
+            cursor.execute(queries.query("claim", schema), params)
+            return cursor.fetchall()
+
+
+async def claim_async(
+    conn: psycopg.AsyncConnection[Any],
+    schema: str,
+    *,
+    queues: list[str] | None,
+    limit: int,
+    worker_id: uuid.UUID,
+    lease_seconds: float,
+) -> list[ClaimedJob]:
+    """The async twin of :func:`claim`."""
+    params = _claim_params(queues, limit, worker_id, lease_seconds)
+    async with conn.transaction(), conn.pipeline():
+        await conn.execute(queries.query("claim_lock_limited", schema), params)
+        async with conn.cursor(row_factory=class_row(ClaimedJob)) as cursor:
+            await cursor.execute(queries.query("claim", schema), params)
+            return await cursor.fetchall()
+
+
+def claim_call(
+    schema: str, *, queues: list[str] | None, limit: int, worker_id: uuid.UUID, lease_seconds: float
+) -> Call[list[ClaimedJob]]:
+    """The claim as a single autocommit statement, for workers whose queues have no limits
+    (the claim still locks limited queues' rows; only the snapshot ordering of :func:`claim`
+    is skipped). One statement instead of four keeps an idle worker's footprint minimal."""
+    return Call(
+        queries.query("claim", schema),
+        _claim_params(queues, limit, worker_id, lease_seconds),
+        lambda rows: [ClaimedJob(**row) for row in rows],
+    )
+
+
+def next_due(schema: str, queues: list[str] | None) -> Call[datetime | None]:
+    return Call(
+        queries.query("next_due", schema),
+        {"queues": queues},
+        lambda rows: rows[0]["next_due"] if rows else None,
+    )
+
+
+@dataclass(frozen=True)
+class Tick:
+    limited: bool
+    forgotten: int
+
+
+def worker_tick(
+    schema: str,
+    *,
+    worker_id: uuid.UUID,
+    hostname: str,
+    pid: int,
+    queues: list[str] | None,
+    concurrency: int,
+    version: str,
+    info: str,
+    forget_after: float,
+) -> Call[Tick]:
+    return Call(
+        queries.query("worker_tick", schema),
+        {
+            "id": worker_id,
+            "hostname": hostname,
+            "pid": pid,
+            "queues": queues,
+            "concurrency": concurrency,
+            "version": version,
+            "info": info,
+            "forget_after": forget_after,
+        },
+        lambda rows: Tick(bool(rows[0]["limited"]), int(rows[0]["forgotten"])),
+    )
+
+
+def worker_leave(schema: str, worker_id: uuid.UUID) -> Call[None]:
+    return Call(queries.query("worker_leave", schema), {"id": worker_id}, lambda rows: None)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one run, to be written with its lease token.
+
+    ``status`` is the new status. ``queued`` means the job goes back to its queue, due at
+    ``not_before``, or ``delay`` after the database's clock when ``not_before`` is None
+    (retry, snooze, hand-back); ``refund`` gives the attempt back (snooze, hand-back at
+    shutdown). :mod:`pgjobs.outcomes` builds them.
+    """
+
+    job_id: int
+    lease_token: uuid.UUID
+    status: JobStatus
+    result: str | None = None  # JSON text, for succeeded
+    error: str | None = None
+    not_before: datetime | None = None
+    delay: timedelta | None = None
+    refund: bool = False
+    progress: float | None = None
+    progress_message: str | None = None
+
+
+def finish(schema: str, outcomes: Sequence[Outcome]) -> Call[dict[int, JobStatus]]:
+    """Write a batch of outcomes; the result maps the ids that were written to their new
+    status. Ids absent from it were fenced: their lease was lost, nothing changed."""
+    return Call(
+        queries.query("finish", schema),
+        {
+            "ids": [o.job_id for o in outcomes],
+            "tokens": [o.lease_token for o in outcomes],
+            "statuses": [o.status.value for o in outcomes],
+            "results": [o.result for o in outcomes],
+            "errors": [o.error for o in outcomes],
+            "not_befores": [o.not_before for o in outcomes],
+            "delays": [o.delay for o in outcomes],
+            "refunds": [o.refund for o in outcomes],
+            "progresses": [o.progress for o in outcomes],
+            "messages": [o.progress_message for o in outcomes],
+            "jobs_channel": jobs_channel(schema),
+            "events_channel": events_channel(schema),
+        },
+        lambda rows: {r["id"]: JobStatus(r["status"]) for r in rows},
+    )
+
+
+def heartbeat(
+    schema: str, leases: Mapping[int, uuid.UUID], lease_seconds: float
+) -> Call[dict[int, bool]]:
+    """Extend the leases still held; the result maps extended ids to "cancel requested"."""
+    return Call(
+        queries.query("heartbeat", schema),
+        {"ids": list(leases), "tokens": list(leases.values()), "lease_seconds": lease_seconds},
+        lambda rows: {r["id"]: r["cancel_requested"] for r in rows},
+    )
+
+
+@dataclass(frozen=True)
+class Touched:
+    lease_expires_at: datetime
+    cancel_requested: bool
+
+
+def touch(
+    schema: str, job_id: int, lease_token: uuid.UUID, lease_seconds: float
+) -> Call[Touched | None]:
+    """Extend one lease; ``None`` when the lease is no longer held."""
+    return Call(
+        queries.query("touch", schema),
+        {"id": job_id, "token": lease_token, "lease_seconds": lease_seconds},
+        lambda rows: (
+            Touched(rows[0]["lease_expires_at"], rows[0]["cancel_requested"]) if rows else None
+        ),
+    )
+
+
+def set_progress(
+    schema: str, job_id: int, lease_token: uuid.UUID, progress: float, message: str | None
+) -> Call[bool]:
+    """Record progress; False when the lease is no longer held."""
+    return Call(
+        queries.query("progress", schema),
+        {
+            "id": job_id,
+            "token": lease_token,
+            "progress": progress,
+            "message": message,
+            "events_channel": events_channel(schema),
+        },
+        bool,
+    )
+
+
+def rescue(schema: str, limit: int = 500) -> Call[dict[int, JobStatus]]:
+    """Put back (or fail) up to ``limit`` jobs whose lease expired."""
+    return Call(
+        queries.query("rescue", schema),
+        {
+            "limit": limit,
+            "jobs_channel": jobs_channel(schema),
+            "events_channel": events_channel(schema),
+        },
+        lambda rows: {r["id"]: JobStatus(r["status"]) for r in rows},
+    )
+
+
+# --- managing ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    job_id: int
+    previous_status: JobStatus
+    outcome: str  # cancelled | cancel_requested | already_requested | finished
+
+
+def cancel(
+    schema: str, job_ids: Sequence[int], reason: str = "cancelled"
+) -> Call[list[CancelResult]]:
+    return Call(
+        queries.query("cancel", schema),
+        {
+            "ids": list(job_ids),
+            "reason": reason,
+            "events_channel": events_channel(schema),
+            "control_channel": control_channel(schema),
+        },
+        lambda rows: [
+            CancelResult(r["id"], JobStatus(r["previous_status"]), r["outcome"]) for r in rows
+        ],
+    )
+
+
+@dataclass(frozen=True)
+class RetryResult:
+    job_id: int
+    previous_status: JobStatus
+    retried: bool
+    dedupe_holder: int | None
+
+
+def retry(schema: str, job_ids: Sequence[int]) -> Call[list[RetryResult]]:
+    return Call(
+        queries.query("retry", schema),
+        {
+            "ids": list(job_ids),
+            "jobs_channel": jobs_channel(schema),
+            "events_channel": events_channel(schema),
+        },
+        lambda rows: [
+            RetryResult(r["id"], JobStatus(r["previous_status"]), r["retried"], r["holder"])
+            for r in rows
+        ],
+    )

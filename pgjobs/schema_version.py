@@ -1,0 +1,20 @@
+"""What schema revisions this code works with, known without importing alembic.
+
+Every command checks the database against these constants before doing anything (a fast
+query, no alembic import). A test keeps them in step with ``migrations/versions``.
+
+- ``KNOWN_REVISIONS``: every revision this code ships, oldest first.
+- ``MINIMUM_REVISION``: the oldest database revision this code can run against. Raise it when
+  the code starts relying on a new migration.
+- ``BREAKING_LEVEL``: the number of breaking (contract) migrations this code knows. A database
+  whose ``settings.breaking_level`` is higher was migrated by a newer pgjobs with a change this
+  code cannot live with; a higher revision without a higher level is additive and accepted,
+  which is what makes rolling upgrades work.
+"""
+
+from __future__ import annotations
+
+KNOWN_REVISIONS: tuple[str, ...] = ("0001",)
+HEAD_REVISION: str = KNOWN_REVISIONS[-1]
+MINIMUM_REVISION: str = "0001"
+BREAKING_LEVEL: int = 1

@@ -1,0 +1,8 @@
+-- enqueue: insert one job. NULL queue, priority or max_attempts are filled by the defaults
+-- trigger from pgjobs.tasks. The insert trigger notifies listening workers.
+INSERT INTO {schema}.jobs AS j
+       (task, args, queue, priority, not_before, max_attempts, callback_url, parent_id, meta)
+VALUES (%(task)s, %(args)s::jsonb, %(queue)s, %(priority)s,
+        coalesce(%(not_before)s::timestamptz, now() + %(delay)s::interval), %(max_attempts)s, %(callback_url)s,
+        %(parent_id)s, %(meta)s::jsonb)
+RETURNING j.*, false AS existing

@@ -1,0 +1,2 @@
+-- get_job: one job by id.
+SELECT j.* FROM {schema}.jobs AS j WHERE j.id = %(id)s

@@ -1,0 +1,339 @@
+"""The executor: runs one claimed job's handler and turns what happened into an outcome.
+
+``async def`` handlers run on the event loop, each in its own task; sync handlers run in a
+thread pool under a copy of the caller's context (so ``current_job()`` and other context
+variables follow them). A handler that outlives its task's ``timeout`` is stopped if async;
+a sync one cannot be killed, so its run is fenced instead (the outcome is written at once,
+which clears the lease token; whatever the thread does later is refused) and its slot stays
+taken until the thread returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import dataclasses
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from pgjobs import client, db, outcomes
+from pgjobs.backoff import DEFAULT_POLICY
+from pgjobs.control import Cancel, Fail, Retry, Snooze
+from pgjobs.errors import InvalidInput
+from pgjobs.log import get_logger
+from pgjobs.registry import Task
+from pgjobs.types import JobStatus
+from pgjobs.worker.completer import Finished
+from pgjobs.worker.context import JobContext, LeaseLost, bind, unbind
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """The handler's success was written in its own transaction (``current_job().transaction()``);
+    ``status`` is None when the run had lost its lease and everything rolled back."""
+
+    status: JobStatus | None
+
+
+def _success(context: JobContext, result: Any) -> db.Outcome:
+    outcome = outcomes.succeeded(context.job, result)
+    if context.progress is not None:
+        outcome = dataclasses.replace(
+            outcome, progress=context.progress[0], progress_message=context.progress[1]
+        )
+    return outcome
+
+
+def record_in_transaction(context: JobContext, result: Any) -> Recorded:
+    """Write the job's success (and follow-ups) in the handler's open transaction, commit."""
+    conn = context.transaction_conn
+    assert isinstance(conn, psycopg.Connection)
+    statuses = db.run(conn, db.finish(context.app.schema, [_success(context, result)]))
+    if context.job.id not in statuses:
+        conn.rollback()
+        return Recorded(None)
+    if context.follow_ups:
+        client.enqueue_many(client.PsycopgTarget(conn), context.app.schema, context.follow_ups)
+    conn.commit()
+    return Recorded(statuses[context.job.id])
+
+
+async def record_in_transaction_async(context: JobContext, result: Any) -> Recorded:
+    conn = context.transaction_conn
+    assert isinstance(conn, psycopg.AsyncConnection)
+    statuses = await db.run_async(conn, db.finish(context.app.schema, [_success(context, result)]))
+    if context.job.id not in statuses:
+        await conn.rollback()
+        return Recorded(None)
+    if context.follow_ups:
+        await client.enqueue_many_async(
+            client.AsyncPsycopgTarget(conn), context.app.schema, context.follow_ups
+        )
+    await conn.commit()
+    return Recorded(statuses[context.job.id])
+
+
+def abandon_transaction(context: JobContext) -> None:
+    """Roll back a transaction the handler left open (it raised after the block ended)."""
+    conn = context.transaction_conn
+    context.transaction_conn = None
+    if isinstance(conn, psycopg.Connection) and not conn.closed:
+        with contextlib.suppress(psycopg.Error):
+            conn.rollback()
+        conn.close()
+
+
+async def abandon_transaction_async(context: JobContext) -> None:
+    conn = context.transaction_conn
+    context.transaction_conn = None
+    if isinstance(conn, psycopg.AsyncConnection) and not conn.closed:
+        with contextlib.suppress(psycopg.Error):
+            await conn.rollback()
+        await conn.close()
+
+
+def describe(error: BaseException) -> str:
+    """The error as stored on the job: the traceback, ending with ``Type: message``."""
+    return "".join(traceback.format_exception(type(error), error, error.__traceback__)).rstrip()
+
+
+def last_line(text: str | None) -> str:
+    return (text or "").strip().splitlines()[-1] if text and text.strip() else ""
+
+
+@dataclass
+class Run:
+    """A job being run: its context, and the asyncio task of its handler (async only)."""
+
+    context: JobContext
+    task: Task[Any, Any] | None
+    started: float = field(default_factory=time.monotonic)
+    handler: asyncio.Future[Any] | None = None
+    submitted: bool = False  # an outcome was already written (timeout, hand-back)
+
+
+class Executor:
+    def __init__(
+        self, concurrency: int, submit: Callable[[Finished], None], *, log_jobs: bool
+    ) -> None:
+        self._threads = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="pgjobs-job")
+        self._submit = submit
+        self._log_jobs = log_jobs
+        self._log = get_logger("pgjobs.worker")
+        self.stuck_threads = 0
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def busy_threads(self) -> int:
+        return self.stuck_threads
+
+    async def run(self, run: Run) -> None:
+        """Run the job and submit its outcome (unless one was submitted for it already)."""
+        job = run.context.job
+        if self._log_jobs:
+            self._log.debug(
+                "job.started", job_id=job.id, task=job.task, queue=job.queue, attempt=job.attempts
+            )
+        finished = await self._outcome(run)
+        if run.submitted:
+            return
+        if (
+            run.context.progress is not None
+            and run.context.progress != run.context.progress_written
+        ):
+            percent, message = run.context.progress
+            finished.outcome = dataclasses.replace(
+                finished.outcome, progress=percent, progress_message=message
+            )
+        run.submitted = True
+        self._submit(finished)
+        if self._log_jobs:
+            self._log_end(run, finished.outcome)
+
+    def hand_back(self, run: Run, reason: str) -> None:
+        """Give the job back now (shutdown): fences the handler's own later outcome."""
+        if run.submitted:
+            return
+        run.submitted = True
+        self._submit(Finished(outcomes.handed_back(run.context.job, reason)))
+        if run.handler is not None and not run.handler.done():
+            run.handler.cancel()
+        self._log.warning(
+            "job.handed_back", job_id=run.context.job.id, task=run.context.job.task, reason=reason
+        )
+
+    def _log_end(self, run: Run, outcome: db.Outcome) -> None:
+        job = run.context.job
+        fields: dict[str, Any] = {
+            "job_id": job.id, "task": job.task, "queue": job.queue, "attempt": job.attempts,
+            "duration_ms": round((time.monotonic() - run.started) * 1000, 2),
+            "outcome": outcome.status.value if not outcome.refund else "snoozed",
+        }  # fmt: skip
+        if outcome.error and outcome.status.value != "succeeded":
+            fields["error"] = last_line(outcome.error)
+            self._log.warning("job.ended", **fields)
+        else:
+            self._log.info("job.ended", **fields)
+
+    async def _outcome(self, run: Run) -> Finished:
+        job = run.context.job
+        task = run.task
+        if task is None:
+            return Finished(
+                outcomes.errored(
+                    job, run.context.app.unknown_task_message(job.task), DEFAULT_POLICY
+                )
+            )
+        try:
+            result = await self._call(run, task)
+        except asyncio.CancelledError:
+            if run.context.cancelled:
+                return Finished(outcomes.cancelled(job, "cancelled on request while running"))
+            raise
+        except Retry as signal:
+            return Finished(
+                outcomes.errored(job, f"Retry: {signal}", task.retry, delay=signal.after)
+            )
+        except Snooze as signal:
+            return Finished(outcomes.snoozed(job, signal.delay))
+        except Fail as signal:
+            return Finished(outcomes.failed(job, f"Fail: {signal}"))
+        except Cancel as signal:
+            return Finished(outcomes.cancelled(job, f"Cancel: {signal}"))
+        except TimeoutError:
+            return Finished(
+                outcomes.errored(
+                    job,
+                    f"TimeoutError: ran longer than the task's timeout ({task.timeout})",
+                    task.retry,
+                )
+            )
+        except LeaseLost as error:
+            run.submitted = True  # nothing can be recorded without the lease
+            self._log.warning("job.fenced", job_id=job.id, task=job.task, reason=str(error))
+            return Finished(outcomes.failed(job, str(error)))
+        except Exception as error:
+            if run.context.cancelled:
+                return Finished(
+                    outcomes.cancelled(
+                        job, f"cancelled on request; the handler then raised: {describe(error)}"
+                    )
+                )
+            policy = task.policy_for(error)
+            if policy is None:
+                return Finished(outcomes.failed(job, describe(error)))
+            return Finished(outcomes.errored(job, describe(error), policy))
+        if isinstance(result, Recorded):
+            run.submitted = True
+            if result.status is None:
+                self._log.warning(
+                    "job.fenced",
+                    job_id=job.id,
+                    task=job.task,
+                    reason="lease lost: the handler's transaction was rolled back",
+                )
+            elif self._log_jobs:
+                self._log_end(run, outcomes.succeeded(job, None))
+            return Finished(outcomes.succeeded(job, None))
+        if run.context.cancelled:
+            # A sync handler that saw current_job().cancelled and returned: the job ends
+            # cancelled, as the cancel asked.
+            return Finished(outcomes.cancelled(job, "cancelled on request while running"))
+        try:
+            return Finished(outcomes.succeeded(job, result), run.context.follow_ups)
+        except InvalidInput as error:
+            return Finished(outcomes.failed(job, f"the handler's result cannot be stored: {error}"))
+
+    async def _call(self, run: Run, task: Task[Any, Any]) -> Any:
+        context = run.context
+        timeout = task.timeout.total_seconds() if task.timeout is not None else None
+        sync_hooks = context.app.sync_middlewares
+        async_hooks = context.app.async_middlewares
+        if task.is_async:
+
+            async def handler() -> Any:
+                token = bind(context)
+                try:
+                    async with contextlib.AsyncExitStack() as stack:
+                        for hook in context.app.middlewares:
+                            if hook in async_hooks:
+                                await stack.enter_async_context(
+                                    contextlib.asynccontextmanager(hook)(context)
+                                )
+                            else:
+                                stack.enter_context(contextlib.contextmanager(hook)(context))
+                        result = await task.fn(**context.job.args)
+                    if context.transaction_conn is not None:
+                        return await record_in_transaction_async(context, result)
+                    return result
+                finally:
+                    unbind(token)
+                    await abandon_transaction_async(context)
+
+            run.handler = asyncio.ensure_future(handler())
+            if timeout is None:
+                return await run.handler
+            return await asyncio.wait_for(run.handler, timeout)
+
+        def in_thread() -> Any:
+            token = bind(context)
+            try:
+                with contextlib.ExitStack() as stack:
+                    for hook in sync_hooks:
+                        stack.enter_context(contextlib.contextmanager(hook)(context))
+                    result = task.fn(**context.job.args)
+                if context.transaction_conn is not None:
+                    return record_in_transaction(context, result)
+                return result
+            finally:
+                unbind(token)
+                abandon_transaction(context)
+
+        if async_hooks:
+            async with contextlib.AsyncExitStack() as stack:
+                for hook in async_hooks:
+                    await stack.enter_async_context(contextlib.asynccontextmanager(hook)(context))
+                return await self._thread(run, task, in_thread, timeout)
+        return await self._thread(run, task, in_thread, timeout)
+
+    async def _thread(
+        self, run: Run, task: Task[Any, Any], in_thread: Callable[[], Any], timeout: float | None
+    ) -> Any:
+        context = run.context
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._threads, contextvars.copy_context().run, in_thread)
+        if timeout is None:
+            return await future
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            # The thread cannot be stopped: record the timeout now (which fences the run),
+            # and keep the slot taken until the thread returns.
+            run.submitted = True
+            finished = Finished(
+                outcomes.errored(
+                    context.job,
+                    f"TimeoutError: ran longer than the task's timeout ({task.timeout}); the thread was left to finish and its outcome ignored",
+                    task.retry,
+                )
+            )
+            self._submit(finished)
+            if self._log_jobs:
+                self._log_end(run, finished.outcome)
+            self.stuck_threads += 1
+            try:
+                await asyncio.shield(future)
+            except BaseException:
+                pass
+            finally:
+                self.stuck_threads -= 1
+            raise

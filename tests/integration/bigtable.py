@@ -101,6 +101,9 @@ def explain_function(
         conn.execute(f"DEALLOCATE {name}")
 
 
+CLAIM_PARAMETERS = ("served_queues", "max_jobs", "worker", "lease_seconds")
+
+
 def explain_claim(
     conn: psycopg.Connection[Any], schema: str, queues: list[str] | None
 ) -> dict[str, Any]:
@@ -110,7 +113,10 @@ def explain_claim(
         (schema,),
     ).fetchone()
     assert row is not None
-    body = row[0].split("$q$")[1]  # the statement the PL/pgSQL wrapper EXECUTEs
+    # The statement the PL/pgSQL wrapper runs, its parameters renamed to placeholders.
+    body = row[0].split("RETURN QUERY", 1)[1].rsplit(";", 1)[0]
+    for number, parameter in enumerate(CLAIM_PARAMETERS, start=1):
+        body = re.sub(rf"(?<![.\w]){parameter}(?!\w)", f"${number}", body)
     name = f"explain_claim_{uuid.uuid4().hex[:6]}"
     conn.execute(f"PREPARE {name}(text[], integer, uuid, double precision) AS {body}")
     try:
@@ -121,7 +127,9 @@ def explain_claim(
             psycopg.sql.Literal(str(uuid.uuid4())),
         )
         with conn.transaction(force_rollback=True):
+            # As the function runs it: JIT off, and the generic plan made once per connection.
             conn.execute("SET LOCAL jit = off")
+            conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
             return explain(conn, call)
     finally:
         conn.execute(f"DEALLOCATE {name}")

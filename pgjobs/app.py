@@ -422,7 +422,7 @@ class App:
         return client.prepare(name, args, opts, max_args_bytes=self.max_args_bytes)
 
     def _job(self, inserted: db.Inserted) -> Job:
-        job = Job(**{k: getattr(inserted.record, k) for k in JobRecord.__dataclass_fields__})
+        job = Job(**vars(inserted.record))
         job.existing = inserted.existing
         job.app = self
         return job

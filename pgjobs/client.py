@@ -202,7 +202,7 @@ class SQLAlchemyTarget:
         _require_psycopg(self.conn.dialect)
 
     def run(self, call: db.Call[R]) -> R:
-        text = call.query.as_string(None)
+        text = call.query.decode()
         result = self.conn.exec_driver_sql(text, dict(call.params))
         rows = [dict(r) for r in result.mappings().all()] if result.returns_rows else []
         return call.shape(rows)
@@ -225,7 +225,7 @@ class AsyncSQLAlchemyTarget:
 
     async def run(self, call: db.Call[R]) -> R:
         conn = await self._connection()
-        result = await conn.exec_driver_sql(call.query.as_string(None), dict(call.params))
+        result = await conn.exec_driver_sql(call.query.decode(), dict(call.params))
         rows = [dict(r) for r in result.mappings().all()] if result.returns_rows else []
         return call.shape(rows)
 

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
 from psycopg.rows import class_row, dict_row
 
 from pgjobs import sql as queries
@@ -47,22 +47,29 @@ def control_channel(schema: str) -> str:
 class Call(Generic[R]):
     """One statement to run and the function that turns its rows into the result."""
 
-    query: sql.Composed
+    query: bytes
     params: Mapping[str, Any]
     shape: Callable[[list[Row]], R]
+
+
+def _returns_rows(cursor: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
+    """Whether the statement returned rows (``cursor.description`` would build a Column
+    object per column just to say so)."""
+    result = cursor.pgresult
+    return result is not None and result.status == pq.ExecStatus.TUPLES_OK
 
 
 def run(conn: psycopg.Connection[Any], call: Call[R]) -> R:
     with conn.cursor(row_factory=dict_row) as cursor:
         cursor.execute(call.query, call.params)
-        rows = cursor.fetchall() if cursor.description is not None else []
+        rows = cursor.fetchall() if _returns_rows(cursor) else []
     return call.shape(rows)
 
 
 async def run_async(conn: psycopg.AsyncConnection[Any], call: Call[R]) -> R:
     async with conn.cursor(row_factory=dict_row) as cursor:
         await cursor.execute(call.query, call.params)
-        rows = await cursor.fetchall() if cursor.description is not None else []
+        rows = await cursor.fetchall() if _returns_rows(cursor) else []
     return call.shape(rows)
 
 

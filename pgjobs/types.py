@@ -70,7 +70,7 @@ class JobRecord:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> JobRecord:
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = cls.__dataclass_fields__
         values = {k: v for k, v in row.items() if k in known}
         values["status"] = JobStatus(values["status"])
         return cls(**values)

@@ -20,6 +20,10 @@ def text(name: str) -> str:
 
 
 @lru_cache(maxsize=256)
-def query(name: str, schema: str) -> sql.Composed:
-    """The statement ``name`` with the schema filled in, ready to execute."""
-    return sql.SQL(text(name)).format(schema=sql.Identifier(schema))
+def query(name: str, schema: str) -> bytes:
+    """The statement ``name`` with the schema filled in, ready to execute.
+
+    Rendered to bytes once: a composed statement is rendered again at every execution, which
+    was a measurable part of a single enqueue. psycopg then caches its conversion.
+    """
+    return sql.SQL(text(name)).format(schema=sql.Identifier(schema)).as_bytes(None)

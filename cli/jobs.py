@@ -26,7 +26,7 @@ from .options import (
     database_options,
     settings_from,
 )
-from .output import ago, echo_json, job_summary, table
+from .output import ProgressLine, ago, echo_json, job_summary, table
 
 ENQUEUE_EPILOG = """\b
 Examples:
@@ -53,15 +53,21 @@ def _load(conn: psycopg.Connection[Any], schema: str, job_id: int) -> JobRecord:
 
 def _wait(settings: Settings, job_id: int, timeout: timedelta | None, as_json: bool) -> None:
     """Block until the job ends; print its result; exit 0 on success, 1 otherwise."""
+    line = ProgressLine(sys.stderr) if not as_json and sys.stderr.isatty() else None
     with App(settings.dsn, schema=settings.schema, home=str(settings.home)) as app:
         job = app.get(job_id)
         try:
-            result = job.wait(timeout=timeout)
+            result = job.wait(timeout=timeout, on_update=line.update if line else None)
         except JobFailed as exc:
+            if line:
+                line.clear()
             if as_json:
                 echo_json(job.to_json())
             click.echo(f"pgjobs: {exc}", err=True)
             raise SystemExit(1) from exc
+        finally:
+            if line:
+                line.clear()
     if as_json:
         echo_json(job.to_json())
     elif result is not None:

@@ -88,3 +88,41 @@ def job_summary(job: JobRecord) -> list[tuple[str, Any]]:
     if job.error:
         fields.append(("error", job.error))
     return fields
+
+
+class ProgressLine:
+    """One status line on a terminal, redrawn in place while a job runs (``pgjobs wait``).
+
+    Drawn on stderr so that stdout keeps only the result for scripts, and only when stderr is
+    a terminal: in a log file, carriage returns would be noise.
+    """
+
+    def __init__(self, stream: Any, width: int = 100) -> None:
+        self.stream = stream
+        self.width = width
+        self.drawn = ""
+
+    @staticmethod
+    def describe(job: JobRecord) -> str:
+        parts = [f"job {job.id} ({job.task})", job.status.value]
+        if job.attempts > 1 or (job.status.value == "queued" and job.attempts > 0):
+            parts.append(f"attempt {job.attempts}/{job.max_attempts}")
+        if job.progress is not None:
+            progress = f"{float(job.progress):g}%"
+            if job.progress_message:
+                progress += f" {job.progress_message}"
+            parts.append(progress)
+        return " · ".join(parts)
+
+    def update(self, job: JobRecord) -> None:
+        text = self.describe(job)[: self.width]
+        if text != self.drawn:
+            self.stream.write("\r\x1b[K" + text)
+            self.stream.flush()
+            self.drawn = text
+
+    def clear(self) -> None:
+        if self.drawn:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self.drawn = ""

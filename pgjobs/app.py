@@ -96,9 +96,18 @@ class Job(JobRecord):
             )
         raise InvalidInput(f"job {self.id} has not ended (status {self.status})")
 
-    def wait(self, timeout: float | timedelta | None = None) -> Any:
+    def wait(
+        self,
+        timeout: float | timedelta | None = None,
+        *,
+        on_update: Callable[[Job], None] | None = None,
+    ) -> Any:
         """Block until the job ends and return its result (raise if it failed or was
-        cancelled). Woken by the events channel (LISTEN), re-checked every few seconds."""
+        cancelled). Woken by the events channel (LISTEN), re-checked every few seconds.
+
+        ``on_update`` is called with this job after each re-read while it has not ended (a
+        start, a progress report, a retry): ``pgjobs wait`` draws its progress line with it.
+        """
         app = self._app()
         deadline = _deadline(timeout)
         with connect(app.settings) as listener:
@@ -106,13 +115,20 @@ class Job(JobRecord):
                 sql.SQL("LISTEN {}").format(sql.Identifier(db.events_channel(app.settings.schema)))
             )
             while not self.refresh().status.finished:
+                if on_update is not None:
+                    on_update(self)
                 remaining = _remaining(deadline, self.id)
                 for notice in listener.notifies(timeout=min(remaining, WAIT_RECHECK_SECONDS)):
                     if _mentions(notice.payload, self.id):
                         break
         return self.outcome()
 
-    async def wait_async(self, timeout: float | timedelta | None = None) -> Any:
+    async def wait_async(
+        self,
+        timeout: float | timedelta | None = None,
+        *,
+        on_update: Callable[[Job], None] | None = None,
+    ) -> Any:
         app = self._app()
         deadline = _deadline(timeout)
         listener = await psycopg.AsyncConnection.connect(
@@ -125,6 +141,8 @@ class Job(JobRecord):
                 sql.SQL("LISTEN {}").format(sql.Identifier(db.events_channel(app.settings.schema)))
             )
             while not (await self.refresh_async()).status.finished:
+                if on_update is not None:
+                    on_update(self)
                 remaining = _remaining(deadline, self.id)
                 async for notice in listener.notifies(timeout=min(remaining, WAIT_RECHECK_SECONDS)):
                     if _mentions(notice.payload, self.id):

@@ -368,3 +368,40 @@ def test_published_task_defaults_reach_sql_producers(app: pgjobs.App, pgjobs_con
     )
     pgjobs_conn.execute("SELECT pgjobs.enqueue('emails.send', '{\"to\": \"y\"}')")
     assert count(pgjobs_conn, "queue = 'emails' AND priority = 3 AND max_attempts = 5") == 2
+
+
+def test_wait_reports_the_start_and_progress_of_the_job(app: pgjobs.App, pgjobs_dsn: str) -> None:
+    job = app.enqueue("t")
+    seen: list[tuple[str, float | None, str | None]] = []
+    progressed = threading.Event()
+
+    def on_update(current: pgjobs.Job) -> None:
+        progress = float(current.progress) if current.progress is not None else None
+        seen.append((current.status.value, progress, current.progress_message))
+        if progress == 40.0:
+            progressed.set()
+
+    def work() -> None:
+        with psycopg.connect(pgjobs_dsn, autocommit=True) as conn:
+            [claimed] = wait_for(
+                lambda: db.claim(
+                    conn, "pgjobs", queues=None, limit=1, worker_id=uuid.uuid4(), lease_seconds=30
+                ),
+                message="no job to claim",
+            )
+            db.run(conn, db.set_progress("pgjobs", claimed.id, claimed.lease_token, 40, "resizing"))
+            assert progressed.wait(30), "wait() never reported the progress"
+            db.run(
+                conn,
+                db.finish(
+                    "pgjobs",
+                    [db.Outcome(claimed.id, claimed.lease_token, JobStatus.SUCCEEDED, result="1")],
+                ),
+            )
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    assert job.wait(timeout=30, on_update=on_update) == 1
+    worker.join()
+    assert ("running", 40.0, "resizing") in seen
+    assert all(status != "succeeded" for status, _, _ in seen)  # only called while unfinished

@@ -90,8 +90,13 @@ CREATE TABLE __S__.jobs (
     CONSTRAINT jobs_attempts_valid CHECK (attempts >= 0 AND max_attempts >= 1),
     CONSTRAINT jobs_progress_range CHECK (progress BETWEEN 0 AND 100),
     CONSTRAINT jobs_blockers_valid CHECK (blockers >= 0),
+    -- A lease token exists exactly while the job runs: statements that must only touch the
+    -- current attempt (finish, heartbeat, touch, progress) match the token alone, which keeps
+    -- them on the primary key (a status test lets the planner pick jobs_running_idx, whose
+    -- dead entries pile up between vacuums under load).
     CONSTRAINT jobs_running_has_lease CHECK (
-        status <> 'running' OR (lease_token IS NOT NULL AND lease_expires_at IS NOT NULL)
+        (status = 'running') = (lease_token IS NOT NULL)
+        AND (status <> 'running' OR lease_expires_at IS NOT NULL)
     ),
     CONSTRAINT jobs_callback_url_valid CHECK (callback_url ~ '^https?://\S+$' AND length(callback_url) <= 2048),
     CONSTRAINT jobs_dedupe_key_length CHECK (length(dedupe_key) BETWEEN 1 AND 512),

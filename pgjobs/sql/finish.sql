@@ -34,7 +34,7 @@ done AS (
            version = j.version + 1
       FROM outcome AS o
      WHERE j.id = ANY (%(ids)s::bigint[])  -- primary key lookups, whatever the table's size
-       AND j.id = o.id AND j.lease_token = o.token AND j.status = 'running'
+       AND j.id = o.id AND j.lease_token = o.token  -- a token exists only while running
  RETURNING j.id, j.queue, j.status, j.not_before, j.version
 ),
 woken AS (

@@ -7,11 +7,10 @@ WITH held AS (
       FROM {schema}.jobs AS j
       JOIN unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS h(id, token)
         ON h.id = j.id AND h.token = j.lease_token
-     WHERE j.id = ANY (%(ids)s::bigint[]) AND j.status = 'running'
+     WHERE j.id = ANY (%(ids)s::bigint[])  -- the token matches only while running
        FOR UPDATE OF j SKIP LOCKED
 )
 UPDATE {schema}.jobs AS j
    SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
-  FROM held
- WHERE j.id = ANY (%(ids)s::bigint[]) AND j.id = held.id
+ WHERE j.id = ANY (ARRAY(SELECT held.id FROM held))  -- one index scan, whatever the plan
 RETURNING j.id, j.cancel_requested_at IS NOT NULL AS cancel_requested

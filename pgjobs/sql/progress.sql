@@ -3,7 +3,7 @@
 WITH changed AS (
     UPDATE {schema}.jobs AS j
        SET progress = %(progress)s, progress_message = %(message)s, version = j.version + 1
-     WHERE j.id = %(id)s AND j.lease_token = %(token)s AND j.status = 'running'
+     WHERE j.id = %(id)s AND j.lease_token = %(token)s  -- a token exists only while running
     RETURNING j.id, j.status, j.version
 )
 SELECT c.id, pg_notify(%(events_channel)s,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import psycopg
@@ -130,6 +130,31 @@ def explain_claim(
             # As the function runs it: JIT off, and the generic plan made once per connection.
             conn.execute("SET LOCAL jit = off")
             conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            return explain(conn, call)
+    finally:
+        conn.execute(f"DEALLOCATE {name}")
+
+
+def explain_generic(
+    conn: psycopg.Connection[Any], statement: bytes, params: Mapping[str, Any]
+) -> dict[str, Any]:
+    """EXPLAIN a named statement of pgjobs/sql with the generic plan a pooled, prepared
+    connection ends up using (the plan that must stay on the primary key)."""
+    names: list[str] = []
+
+    def placeholder(match: re.Match[str]) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    body = re.sub(r"%\((\w+)\)s", placeholder, statement.decode())
+    name = f"explain_generic_{uuid.uuid4().hex[:6]}"
+    conn.execute(f"PREPARE {name} AS {body}")
+    try:
+        with conn.transaction(force_rollback=True):
+            conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            literals = psycopg.sql.SQL(", ").join(psycopg.sql.Literal(params[n]) for n in names)
+            call = psycopg.sql.SQL("EXECUTE {}({})").format(psycopg.sql.Identifier(name), literals)
             return explain(conn, call)
     finally:
         conn.execute(f"DEALLOCATE {name}")

@@ -156,6 +156,7 @@ BAD_INSERT = [
     ("(task, queue) VALUES ('t', '')", "jobs_queue_name_valid"),
     ("(task, status) VALUES ('t', 'done')", "jobs_status_valid"),
     ("(task, status) VALUES ('t', 'running')", "jobs_running_has_lease"),
+    ("(task, lease_token) VALUES ('t', gen_random_uuid())", "jobs_running_has_lease"),
     ("(task, progress) VALUES ('t', 101)", "jobs_progress_range"),
     ("(task, callback_url) VALUES ('t', 'javascript:alert(1)')", "jobs_callback_url_valid"),
 ]

@@ -15,6 +15,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -200,7 +201,9 @@ class Bench:
         return float(row[0]) / float(row[1])
 
     def _worker(self, *args: str) -> tuple[list[str], dict[str, str]]:
-        """The command and environment of a benchmark worker process."""
+        """The command and environment of a benchmark worker process. Workers start in a
+        neutral directory: from a source checkout, ``python -m`` would import the checkout's
+        ``pgjobs`` (which has no ``pgjobs.cli``) instead of the installed package."""
         env = {
             **os.environ,
             "PGJOBS_DSN": self.dsn,
@@ -222,7 +225,7 @@ class Bench:
     def run_worker(self, *args: str) -> None:
         """A ``--burst`` worker: returns once it has drained what is ready."""
         command, env = self._worker("--burst", *args)
-        subprocess.run(command, env=env, check=True)
+        subprocess.run(command, env=env, check=True, cwd=tempfile.gettempdir())
 
     def drain(
         self,
@@ -293,7 +296,7 @@ class Bench:
     def start_worker(self) -> subprocess.Popen[bytes]:
         """A long-running benchmark worker (latency and idle scenarios)."""
         command, env = self._worker()
-        return subprocess.Popen(command, env=env)
+        return subprocess.Popen(command, env=env, cwd=tempfile.gettempdir())
 
     def latency(self, samples: int) -> dict[str, float]:
         worker = self.start_worker()
@@ -358,7 +361,9 @@ class Bench:
             worker = self.start_worker()
             try:
                 self._wait_for_worker(conn)
-                time.sleep(2)  # start-up statements are not idle ones
+                # Start-up statements are not idle ones; without pg_stat_statements, wait out
+                # the 10 s a backend may take to publish its counters.
+                time.sleep(2 if has_pss else 11)
                 before = self._statements(conn, has_pss)
                 time.sleep(seconds)
                 after = self._statements(conn, has_pss)

@@ -124,6 +124,11 @@ class Completer:
                 item.done.set_result(status)
 
     async def _flush(self, batch: list[Finished]) -> dict[int, JobStatus]:
+        if not any(item.follow_ups for item in batch):
+            # One statement is atomic on its own: BEGIN and COMMIT would be two more round
+            # trips per batch.
+            async with self.connection.use() as conn:
+                return await db.run_async(conn, db.finish(self.schema, [i.outcome for i in batch]))
         async with self.connection.use() as conn, conn.transaction():
             statuses = await db.run_async(conn, db.finish(self.schema, [i.outcome for i in batch]))
             follow_ups = [

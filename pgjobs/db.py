@@ -11,6 +11,7 @@ transaction; inside a caller's transaction they commit or roll back with it.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -386,22 +387,37 @@ class Outcome:
     progress_message: str | None = None
 
 
+def _outcome_object(outcome: Outcome) -> dict[str, Any]:
+    """One outcome as finish.sql reads it; keys left out are NULL."""
+    item: dict[str, Any] = {
+        "id": outcome.job_id,
+        "token": str(outcome.lease_token),
+        "status": outcome.status.value,
+    }
+    if outcome.result is not None:
+        item["result"] = outcome.result
+    if outcome.error is not None:
+        item["error"] = outcome.error
+    if outcome.not_before is not None:
+        item["not_before"] = outcome.not_before.isoformat()
+    if outcome.delay is not None:
+        item["delay"] = outcome.delay.total_seconds()
+    if outcome.refund:
+        item["refund"] = True
+    if outcome.progress is not None:
+        item["progress"] = outcome.progress
+    if outcome.progress_message is not None:
+        item["message"] = outcome.progress_message
+    return item
+
+
 def finish(schema: str, outcomes: Sequence[Outcome]) -> Call[dict[int, JobStatus]]:
     """Write a batch of outcomes; the result maps the ids that were written to their new
     status. Ids absent from it were fenced: their lease was lost, nothing changed."""
     return Call(
         queries.query("finish", schema),
         {
-            "ids": [o.job_id for o in outcomes],
-            "tokens": [o.lease_token for o in outcomes],
-            "statuses": [o.status.value for o in outcomes],
-            "results": [o.result for o in outcomes],
-            "errors": [o.error for o in outcomes],
-            "not_befores": [o.not_before for o in outcomes],
-            "delays": [o.delay for o in outcomes],
-            "refunds": [o.refund for o in outcomes],
-            "progresses": [o.progress for o in outcomes],
-            "messages": [o.progress_message for o in outcomes],
+            "outcomes": json.dumps([_outcome_object(o) for o in outcomes], separators=(",", ":")),
             "jobs_channel": jobs_channel(schema),
             "events_channel": events_channel(schema),
         },

@@ -263,15 +263,18 @@ class Executor:
             async def handler() -> Any:
                 token = bind(context)
                 try:
-                    async with contextlib.AsyncExitStack() as stack:
-                        for hook in context.app.middlewares:
-                            if hook in async_hooks:
-                                await stack.enter_async_context(
-                                    contextlib.asynccontextmanager(hook)(context)
-                                )
-                            else:
-                                stack.enter_context(contextlib.contextmanager(hook)(context))
+                    if not context.app.middlewares:
                         result = await task.fn(**context.job.args)
+                    else:
+                        async with contextlib.AsyncExitStack() as stack:
+                            for hook in context.app.middlewares:
+                                if hook in async_hooks:
+                                    await stack.enter_async_context(
+                                        contextlib.asynccontextmanager(hook)(context)
+                                    )
+                                else:
+                                    stack.enter_context(contextlib.contextmanager(hook)(context))
+                            result = await task.fn(**context.job.args)
                     if context.transaction_conn is not None:
                         return await record_in_transaction_async(context, result)
                     return result
@@ -279,9 +282,13 @@ class Executor:
                     unbind(token)
                     await abandon_transaction_async(context)
 
-            run.handler = asyncio.ensure_future(handler())
             if timeout is None:
-                return await run.handler
+                # The job's own task runs the handler: a cancel (request, shutdown) raises
+                # CancelledError at the handler's await, caught by _outcome like any other
+                # ending. A second task per job was a measurable cost of a drain.
+                run.handler = asyncio.current_task()
+                return await handler()
+            run.handler = asyncio.ensure_future(handler())
             return await asyncio.wait_for(run.handler, timeout)
 
         def in_thread() -> Any:

@@ -132,10 +132,30 @@ def _first_inserted(rows: list[Row]) -> Inserted | None:
     return Inserted(JobRecord.from_row(row), bool(row.get("existing")))
 
 
+def _new_record(job: NewJob, rows: list[Row]) -> Inserted:
+    """The record of a job just inserted, from what was sent and the few columns returned."""
+    row = rows[0]
+    created_at: datetime = row["created_at"]
+    record = JobRecord(
+        id=row["id"], queue=row["queue"], task=job.task, args=json.loads(job.args),
+        priority=row["priority"],
+        not_before=(  # in the connection's time zone, as the database would return it
+            job.not_before.astimezone(created_at.tzinfo)
+            if job.not_before is not None
+            else created_at + job.delay
+        ),
+        status=JobStatus.QUEUED, attempts=0, max_attempts=row["max_attempts"],
+        created_at=created_at, callback_url=job.callback_url, parent_id=job.parent_id,
+        meta=json.loads(job.meta) if job.meta is not None else None,
+    )  # fmt: skip
+    return Inserted(record, False)
+
+
 def enqueue(schema: str, job: NewJob) -> Call[Inserted | None]:
     """Insert one job. With a dedupe key, ``None`` means: try again (see the SQL file)."""
-    name = "enqueue_dedupe" if job.dedupe_key is not None else "enqueue"
-    return Call(queries.query(name, schema), _params(job), _first_inserted)
+    if job.dedupe_key is not None:
+        return Call(queries.query("enqueue_dedupe", schema), _params(job), _first_inserted)
+    return Call(queries.query("enqueue", schema), _params(job), lambda rows: _new_record(job, rows))
 
 
 def get_job(schema: str, job_id: int) -> Call[JobRecord | None]:

@@ -8,6 +8,7 @@ import asyncio
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import date
 from typing import Any
 
 import psycopg
@@ -405,3 +406,32 @@ def test_wait_reports_the_start_and_progress_of_the_job(app: pgjobs.App, pgjobs_
     worker.join()
     assert ("running", 40.0, "resizing") in seen
     assert all(status != "succeeded" for status, _, _ in seen)  # only called while unfinished
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"delay": "90s", "meta": {"source": "test"}},
+        {
+            "not_before": "2031-05-06T07:08:09.123456+02:00",
+            "callback_url": "https://example.com/cb",
+        },
+        {"queue": "q", "priority": -4, "max_attempts": 9},
+    ],
+)
+def test_the_enqueued_job_is_the_stored_row(
+    app: pgjobs.App, pgjobs_conn: Conn, options: dict[str, Any]
+) -> None:
+    """enqueue returns few columns and fills the rest from what it sent: the Job must equal
+    what the database stored, defaults of the tasks table included."""
+    pgjobs_conn.execute(
+        "INSERT INTO pgjobs.tasks (name, queue, priority, max_attempts) VALUES ('db.defaults', 'dq', 6, 4)"
+    )
+    for task, args in [
+        ("emails.send", {"to": "a@example.com"}),
+        ("db.defaults", {"when": date(2030, 1, 2)}),
+    ]:
+        job = app.enqueue(task, args, **options)
+        stored = app.get(job.id)
+        assert job.to_json() == stored.to_json(), task

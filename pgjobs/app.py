@@ -354,6 +354,19 @@ class App:
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
         """A pooled autocommit connection (opened on first use)."""
+        pool = self._pool  # once open, no lock: it is on the path of every single enqueue
+        if pool is None:
+            pool = self._open_pool()
+        try:
+            with pool.connection() as conn:
+                yield conn
+                _last_used[conn] = time.monotonic()
+        except PoolTimeout as exc:
+            raise DatabaseUnavailable(
+                f"no database connection within {self.pool_timeout:g}s: {one_line(exc)}"
+            ) from exc
+
+    def _open_pool(self) -> ConnectionPool[Any]:
         with self._lock:
             if self._pool is None:
                 self._pool = ConnectionPool(
@@ -366,15 +379,7 @@ class App:
                     name="pgjobs",
                     open=True,
                 )
-            pool = self._pool
-        try:
-            with pool.connection() as conn:
-                yield conn
-                _last_used[conn] = time.monotonic()
-        except PoolTimeout as exc:
-            raise DatabaseUnavailable(
-                f"no database connection within {self.pool_timeout:g}s: {one_line(exc)}"
-            ) from exc
+            return self._pool
 
     @contextlib.asynccontextmanager
     async def connection_async(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:

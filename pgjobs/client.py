@@ -204,12 +204,21 @@ class SQLAlchemyTarget:
     def run(self, call: db.Call[R]) -> R:
         text = call.query.decode()
         result = self.conn.exec_driver_sql(text, dict(call.params))
-        rows = [dict(r) for r in result.mappings().all()] if result.returns_rows else []
+        rows = _sqlalchemy_rows(result, call.tuples)
         return call.shape(rows)
 
     def driver(self) -> psycopg.Connection[Any]:
         raw: psycopg.Connection[Any] = self.conn.connection.driver_connection
         return raw
+
+
+def _sqlalchemy_rows(result: Any, tuples: bool) -> list[Any]:
+    """Rows shaped as :func:`pgjobs.db.run` shapes them."""
+    if not result.returns_rows:
+        return []
+    return (
+        [tuple(r) for r in result.all()] if tuples else [dict(r) for r in result.mappings().all()]
+    )
 
 
 class AsyncSQLAlchemyTarget:
@@ -226,7 +235,7 @@ class AsyncSQLAlchemyTarget:
     async def run(self, call: db.Call[R]) -> R:
         conn = await self._connection()
         result = await conn.exec_driver_sql(call.query.decode(), dict(call.params))
-        rows = [dict(r) for r in result.mappings().all()] if result.returns_rows else []
+        rows = _sqlalchemy_rows(result, call.tuples)
         return call.shape(rows)
 
     async def driver(self) -> psycopg.AsyncConnection[Any]:

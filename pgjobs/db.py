@@ -20,7 +20,7 @@ from typing import Any, Generic, TypeVar
 
 import psycopg
 from psycopg import pq, sql
-from psycopg.rows import class_row, dict_row
+from psycopg.rows import class_row, dict_row, tuple_row
 
 from pgjobs import sql as queries
 from pgjobs.types import JobRecord, JobStatus
@@ -50,7 +50,9 @@ class Call(Generic[R]):
 
     query: bytes
     params: Mapping[str, Any]
-    shape: Callable[[list[Row]], R]
+    shape: Callable[[list[Any]], R]  # dict rows, or tuples when ``tuples``
+    #: Rows as tuples instead of dicts, for the hot path (the claim: a dict per job costs).
+    tuples: bool = False
 
 
 def _returns_rows(cursor: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
@@ -61,14 +63,14 @@ def _returns_rows(cursor: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> boo
 
 
 def run(conn: psycopg.Connection[Any], call: Call[R]) -> R:
-    with conn.cursor(row_factory=dict_row) as cursor:
+    with conn.cursor(row_factory=tuple_row if call.tuples else dict_row) as cursor:
         cursor.execute(call.query, call.params)
         rows = cursor.fetchall() if _returns_rows(cursor) else []
     return call.shape(rows)
 
 
 async def run_async(conn: psycopg.AsyncConnection[Any], call: Call[R]) -> R:
-    async with conn.cursor(row_factory=dict_row) as cursor:
+    async with conn.cursor(row_factory=tuple_row if call.tuples else dict_row) as cursor:
         await cursor.execute(call.query, call.params)
         rows = await cursor.fetchall() if _returns_rows(cursor) else []
     return call.shape(rows)
@@ -136,26 +138,40 @@ def _new_record(job: NewJob, rows: list[Row]) -> Inserted:
     """The record of a job just inserted, from what was sent and the few columns returned."""
     row = rows[0]
     created_at: datetime = row["created_at"]
+    if "queue" in row:  # the trigger filled defaults: they came back
+        queue, priority, max_attempts = row["queue"], row["priority"], row["max_attempts"]
+    else:
+        assert job.queue is not None and job.priority is not None and job.max_attempts is not None
+        queue, priority, max_attempts = job.queue, job.priority, job.max_attempts
     record = JobRecord(
-        id=row["id"], queue=row["queue"], task=job.task, args=json.loads(job.args),
-        priority=row["priority"],
+        id=row["id"], queue=queue, task=job.task, args=json.loads(job.args), priority=priority,
         not_before=(  # in the connection's time zone, as the database would return it
             job.not_before.astimezone(created_at.tzinfo)
             if job.not_before is not None
             else created_at + job.delay
         ),
-        status=JobStatus.QUEUED, attempts=0, max_attempts=row["max_attempts"],
+        status=JobStatus.QUEUED, attempts=0, max_attempts=max_attempts,
         created_at=created_at, callback_url=job.callback_url, parent_id=job.parent_id,
         meta=json.loads(job.meta) if job.meta is not None else None,
     )  # fmt: skip
     return Inserted(record, False)
 
 
+_RETURNING_DEFAULTS = b"\nRETURNING j.id, j.created_at, j.queue, j.priority, j.max_attempts"
+_RETURNING_KNOWN = b"\nRETURNING j.id, j.created_at"
+
+
 def enqueue(schema: str, job: NewJob) -> Call[Inserted | None]:
     """Insert one job. With a dedupe key, ``None`` means: try again (see the SQL file)."""
     if job.dedupe_key is not None:
         return Call(queries.query("enqueue_dedupe", schema), _params(job), _first_inserted)
-    return Call(queries.query("enqueue", schema), _params(job), lambda rows: _new_record(job, rows))
+    known = job.queue is not None and job.priority is not None and job.max_attempts is not None
+    returning = _RETURNING_KNOWN if known else _RETURNING_DEFAULTS
+    return Call(
+        queries.query("enqueue", schema) + returning,
+        _params(job),
+        lambda rows: _new_record(job, rows),
+    )
 
 
 def get_job(schema: str, job_id: int) -> Call[JobRecord | None]:
@@ -335,7 +351,8 @@ def claim_call(
     return Call(
         queries.query("claim", schema),
         _claim_params(queues, limit, worker_id, lease_seconds),
-        lambda rows: [ClaimedJob(**row) for row in rows],
+        lambda rows: [ClaimedJob(*row) for row in rows],
+        tuples=True,  # claim()'s columns are ClaimedJob's fields, in order
     )
 
 

@@ -117,6 +117,8 @@ class Run:
     started: float = field(default_factory=time.monotonic)
     handler: asyncio.Future[Any] | None = None
     submitted: bool = False  # an outcome was already written (timeout, hand-back)
+    #: The asyncio task running this job (set by the worker when it starts the job).
+    own_task: asyncio.Task[Any] | None = None
 
 
 class Executor:
@@ -286,7 +288,7 @@ class Executor:
                 # The job's own task runs the handler: a cancel (request, shutdown) raises
                 # CancelledError at the handler's await, caught by _outcome like any other
                 # ending. A second task per job was a measurable cost of a drain.
-                run.handler = asyncio.current_task()
+                run.handler = run.own_task or asyncio.current_task()
                 return await handler()
             run.handler = asyncio.ensure_future(handler())
             return await asyncio.wait_for(run.handler, timeout)

@@ -279,6 +279,7 @@ class Worker:
         run = Run(JobContext(job, self.app, self), self.app.tasks.get(job.task))
         self.running[job.id] = run
         task = asyncio.create_task(self._execute(run), name=f"pgjobs-job-{job.id}")
+        run.own_task = task
         self._job_tasks.add(task)
         task.add_done_callback(self._job_tasks.discard)
 

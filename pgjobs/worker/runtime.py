@@ -43,6 +43,11 @@ EXIT_FORCED = 130
 PR_SET_PDEATHSIG = 1
 
 
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 def die_with_parent() -> None:
     """Linux: be sent SIGTERM (a graceful stop) if the supervising parent dies, even by
     SIGKILL. Elsewhere the orphan check of every tick does the same, more slowly."""
@@ -67,6 +72,7 @@ class Worker:
         self.claimed_total = 0
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._kick: asyncio.Event | None = None
+        self._kick_waiter: asyncio.Future[None] | None = None
         self._stopping = False
         self._signals = 0
         self._woken = True
@@ -191,6 +197,26 @@ class Worker:
     def kick(self) -> None:
         if self._kick is not None:
             self._kick.set()
+        waiter = self._kick_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait_for_kick(self, timeout: float) -> None:
+        """Sleep until kicked or ``timeout`` seconds pass. A bare future and a timer rather
+        than ``wait_for(event.wait())``, which creates a task per wait: this is on the path
+        from a notification to the claim."""
+        assert self._kick is not None
+        if self._kick.is_set():
+            return
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        timer = loop.call_later(timeout, _settle, waiter)
+        self._kick_waiter = waiter
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._kick_waiter = None
 
     async def _announce(self) -> None:
         """Publish task defaults and the worker row; learn whether queues are limited."""
@@ -245,8 +271,7 @@ class Worker:
             self._kick.clear()
             if self._stopping or (self._woken and self._free_slots() > 0):
                 continue  # something to do now; with no free slot, wait for one (never spin)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), max(wait, 0.0))
+            await self._wait_for_kick(max(wait, 0.0))
 
     async def _claim_and_start(self, limit: int) -> int:
         jobs = await self._claim(limit) if limit > 0 else []

@@ -11,6 +11,7 @@ transaction; inside a caller's transaction they commit or roll back with it.
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -160,18 +161,50 @@ def _new_record(job: NewJob, rows: list[Row]) -> Inserted:
 _RETURNING_DEFAULTS = b"\nRETURNING j.id, j.created_at, j.queue, j.priority, j.max_attempts"
 _RETURNING_KNOWN = b"\nRETURNING j.id, j.created_at"
 
+#: Columns a single enqueue sends only when they are set: a plain job is then the same short
+#: INSERT as a hand-written one (every parameter costs on both sides).
+_OPTIONAL_COLUMNS = ("queue", "priority", "max_attempts", "callback_url", "parent_id", "meta")
+
+
+@functools.lru_cache(maxsize=256)
+def _insert_statement(schema: str, columns: tuple[str, ...], start: str, returning: bytes) -> bytes:
+    """The INSERT of one job with these optional columns (the rest take their defaults; the
+    defaults trigger fills queue, priority and max_attempts from pgjobs.tasks). ``start`` is
+    "now" (the column default), "at" (an explicit not_before) or "delay" (the database's
+    now() plus a delay)."""
+    names = ["task", "args", *columns]
+    values = ["%(task)s", "%(args)s::jsonb"]
+    values += [f"%({c})s::jsonb" if c == "meta" else f"%({c})s" for c in columns]
+    if start != "now":
+        names.append("not_before")
+        values.append(
+            "%(not_before)s::timestamptz" if start == "at" else "now() + %(delay)s::interval"
+        )
+    statement = sql.SQL("INSERT INTO {}.jobs AS j ({}) VALUES ({})").format(
+        sql.Identifier(schema),
+        sql.SQL(", ").join(sql.Identifier(n) for n in names),
+        sql.SQL(", ".join(values)),
+    )
+    return statement.as_bytes(None) + returning
+
 
 def enqueue(schema: str, job: NewJob) -> Call[Inserted | None]:
     """Insert one job. With a dedupe key, ``None`` means: try again (see the SQL file)."""
+    params = _params(job)
     if job.dedupe_key is not None:
-        return Call(queries.query("enqueue_dedupe", schema), _params(job), _first_inserted)
+        return Call(queries.query("enqueue_dedupe", schema), params, _first_inserted)
     known = job.queue is not None and job.priority is not None and job.max_attempts is not None
-    returning = _RETURNING_KNOWN if known else _RETURNING_DEFAULTS
-    return Call(
-        queries.query("enqueue", schema) + returning,
-        _params(job),
-        lambda rows: _new_record(job, rows),
+    columns = tuple(c for c in _OPTIONAL_COLUMNS if params[c] is not None)
+    start = "at" if job.not_before is not None else ("delay" if job.delay else "now")
+    statement = _insert_statement(
+        schema, columns, start, _RETURNING_KNOWN if known else _RETURNING_DEFAULTS
     )
+    sent = {name: params[name] for name in ("task", "args", *columns)}
+    if start == "at":
+        sent["not_before"] = job.not_before
+    elif start == "delay":
+        sent["delay"] = job.delay
+    return Call(statement, sent, lambda rows: _new_record(job, rows))
 
 
 def get_job(schema: str, job_id: int) -> Call[JobRecord | None]:

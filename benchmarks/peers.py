@@ -371,18 +371,28 @@ class PgQueuerPeer:
     async def window(
         self, conn: psycopg.AsyncConnection[Any], lo: int, hi: int
     ) -> tuple[int, float | None]:
-        cursor = await conn.execute(
+        return await fetch_window(
+            conn,
             "SELECT count(*) FILTER (WHERE status = 'successful'),"
             " extract(epoch FROM max(created) FILTER (WHERE status = 'successful')"
             "  - min(created) FILTER (WHERE status = 'picked'))"
             " FROM pgqueuer_log WHERE job_id BETWEEN %s AND %s",
-            (lo, hi),
+            lo,
+            hi,
         )
-        row = await cursor.fetchone()
-        assert row is not None
-        return int(row[0]), (float(row[1]) if row[1] is not None else None)
 
     timestamps = "pgqueuer_log.created: first 'picked' to last 'successful'"
+
+
+async def fetch_window(
+    conn: psycopg.AsyncConnection[Any], query: str, lo: int, hi: int
+) -> tuple[int, float | None]:
+    """(jobs finished, seconds from the first start to the last finish) of ids lo..hi, from
+    a peer's own log table: ``query`` returns exactly those two columns."""
+    cursor = await conn.execute(query, (lo, hi))  # type: ignore[arg-type]
+    row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0]), (float(row[1]) if row[1] is not None else None)
 
 
 # --- Procrastinate ---------------------------------------------------------------------------
@@ -495,16 +505,15 @@ class ProcrastinatePeer:
     async def window(
         self, conn: psycopg.AsyncConnection[Any], lo: int, hi: int
     ) -> tuple[int, float | None]:
-        cursor = await conn.execute(
+        return await fetch_window(
+            conn,
             "SELECT count(*) FILTER (WHERE type = 'succeeded'),"
             " extract(epoch FROM max(at) FILTER (WHERE type = 'succeeded')"
             "  - min(at) FILTER (WHERE type = 'started'))"
             " FROM procrastinate_events WHERE job_id BETWEEN %s AND %s",
-            (lo, hi),
+            lo,
+            hi,
         )
-        row = await cursor.fetchone()
-        assert row is not None
-        return int(row[0]), (float(row[1]) if row[1] is not None else None)
 
     timestamps = "procrastinate_events.at: first 'started' to last 'succeeded'"
 

@@ -362,9 +362,12 @@ class App:
                 yield conn
                 _last_used[conn] = time.monotonic()
         except PoolTimeout as exc:
-            raise DatabaseUnavailable(
-                f"no database connection within {self.pool_timeout:g}s: {one_line(exc)}"
-            ) from exc
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: PoolTimeout) -> DatabaseUnavailable:
+        return DatabaseUnavailable(
+            f"no database connection within {self.pool_timeout:g}s: {one_line(exc)}"
+        )
 
     def _open_pool(self) -> ConnectionPool[Any]:
         with self._lock:
@@ -403,9 +406,7 @@ class App:
                 yield conn
                 _last_used[conn] = time.monotonic()
         except PoolTimeout as exc:
-            raise DatabaseUnavailable(
-                f"no database connection within {self.pool_timeout:g}s: {one_line(exc)}"
-            ) from exc
+            raise self._unavailable(exc) from exc
 
     def close(self) -> None:
         """Close the pools (the App can be used again afterwards: they reopen)."""

@@ -360,28 +360,22 @@ class PgQueuerPeer:
             await client.queries.install()
             await client.queries.optimize_autovacuum()
 
-    async def remaining(self, conn: psycopg.AsyncConnection[Any], lo: int, hi: int) -> bool:
-        # Finished jobs leave the queue table (their trace stays in pgqueuer_log).
-        cursor = await conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM pgqueuer WHERE id BETWEEN %s AND %s)", (lo, hi)
-        )
-        row = await cursor.fetchone()
-        return bool(row and row[0])
-
-    async def window(
-        self, conn: psycopg.AsyncConnection[Any], lo: int, hi: int
-    ) -> tuple[int, float | None]:
-        return await fetch_window(
-            conn,
-            "SELECT count(*) FILTER (WHERE status = 'successful'),"
-            " extract(epoch FROM max(created) FILTER (WHERE status = 'successful')"
-            "  - min(created) FILTER (WHERE status = 'picked'))"
-            " FROM pgqueuer_log WHERE job_id BETWEEN %s AND %s",
-            lo,
-            hi,
-        )
-
+    # Finished jobs leave the queue table (their trace stays in pgqueuer_log).
+    remaining_query = "SELECT EXISTS (SELECT 1 FROM pgqueuer WHERE id BETWEEN %s AND %s)"
+    window_query = (
+        "SELECT count(*) FILTER (WHERE status = 'successful'),"
+        " extract(epoch FROM max(created) FILTER (WHERE status = 'successful')"
+        "  - min(created) FILTER (WHERE status = 'picked'))"
+        " FROM pgqueuer_log WHERE job_id BETWEEN %s AND %s"
+    )
     timestamps = "pgqueuer_log.created: first 'picked' to last 'successful'"
+
+
+async def fetch_remaining(conn: psycopg.AsyncConnection[Any], query: str, lo: int, hi: int) -> bool:
+    """Whether a peer still has unfinished jobs among ids lo..hi (``query``: one boolean)."""
+    cursor = await conn.execute(query, (lo, hi))
+    row = await cursor.fetchone()
+    return bool(row and row[0])
 
 
 async def fetch_window(
@@ -389,7 +383,7 @@ async def fetch_window(
 ) -> tuple[int, float | None]:
     """(jobs finished, seconds from the first start to the last finish) of ids lo..hi, from
     a peer's own log table: ``query`` returns exactly those two columns."""
-    cursor = await conn.execute(query, (lo, hi))  # type: ignore[arg-type]
+    cursor = await conn.execute(query, (lo, hi))
     row = await cursor.fetchone()
     assert row is not None
     return int(row[0]), (float(row[1]) if row[1] is not None else None)
@@ -493,28 +487,16 @@ class ProcrastinatePeer:
         async with self.client(dsn) as client:
             await client.app.schema_manager.apply_schema_async()
 
-    async def remaining(self, conn: psycopg.AsyncConnection[Any], lo: int, hi: int) -> bool:
-        cursor = await conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM procrastinate_jobs WHERE id BETWEEN %s AND %s"
-            " AND status IN ('todo', 'doing'))",
-            (lo, hi),
-        )
-        row = await cursor.fetchone()
-        return bool(row and row[0])
-
-    async def window(
-        self, conn: psycopg.AsyncConnection[Any], lo: int, hi: int
-    ) -> tuple[int, float | None]:
-        return await fetch_window(
-            conn,
-            "SELECT count(*) FILTER (WHERE type = 'succeeded'),"
-            " extract(epoch FROM max(at) FILTER (WHERE type = 'succeeded')"
-            "  - min(at) FILTER (WHERE type = 'started'))"
-            " FROM procrastinate_events WHERE job_id BETWEEN %s AND %s",
-            lo,
-            hi,
-        )
-
+    remaining_query = (
+        "SELECT EXISTS (SELECT 1 FROM procrastinate_jobs WHERE id BETWEEN %s AND %s"
+        " AND status IN ('todo', 'doing'))"
+    )
+    window_query = (
+        "SELECT count(*) FILTER (WHERE type = 'succeeded'),"
+        " extract(epoch FROM max(at) FILTER (WHERE type = 'succeeded')"
+        "  - min(at) FILTER (WHERE type = 'started'))"
+        " FROM procrastinate_events WHERE job_id BETWEEN %s AND %s"
+    )
     timestamps = "procrastinate_events.at: first 'started' to last 'succeeded'"
 
 
@@ -534,10 +516,11 @@ class Peer(Protocol):
     def worker_config(self, dsn: str, purpose: str) -> dict[str, Any]: ...
     def client(self, dsn: str) -> contextlib.AbstractAsyncContextManager[Client]: ...
     async def install(self, dsn: str) -> None: ...
-    async def remaining(self, conn: psycopg.AsyncConnection[Any], lo: int, hi: int) -> bool: ...
-    async def window(
-        self, conn: psycopg.AsyncConnection[Any], lo: int, hi: int
-    ) -> tuple[int, float | None]: ...
+
+    #: Whether jobs lo..hi are still unfinished (one boolean column).
+    remaining_query: str
+    #: (jobs finished, seconds from the first start to the last finish) of jobs lo..hi.
+    window_query: str
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -737,7 +720,7 @@ class Comparison:
             worker = await Worker.start(peer.worker_config(self.scratch_dsn, "drain"))
             try:
                 deadline = time.monotonic() + self.args.drain_timeout
-                while await peer.remaining(conn, lo, hi):
+                while await fetch_remaining(conn, peer.remaining_query, lo, hi):
                     worker.check_alive()
                     if time.monotonic() > deadline:
                         timed_out = True
@@ -745,7 +728,7 @@ class Comparison:
                     await asyncio.sleep(POLL)
             finally:
                 await worker.stop()
-            done, seconds = await peer.window(conn, lo, hi)
+            done, seconds = await fetch_window(conn, peer.window_query, lo, hi)
         if not done or not seconds:
             raise RuntimeError(f"no job of the drain finished ({done} done)")
         note = (

@@ -189,7 +189,7 @@ def _insert_statement(schema: str, columns: tuple[str, ...], start: str, returni
 
 
 def enqueue(schema: str, job: NewJob) -> Call[Inserted | None]:
-    """Insert one job. With a dedupe key, ``None`` means: try again (see the SQL file)."""
+    """Insert one job. With a dedupe key, ``None`` means: try again (see enqueue_dedupe.sql)."""
     params = _params(job)
     if job.dedupe_key is not None:
         return Call(queries.query("enqueue_dedupe", schema), params, _first_inserted)

@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar, overload
@@ -179,6 +179,24 @@ CHECK_IDLE_SECONDS = 5.0
 _last_used: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
 
 
+#: Distinct (task, options) shapes whose validation an App remembers (see App._template).
+TEMPLATE_CACHE_SIZE = 1024
+
+
+def _template_key(name: Any, options: client.EnqueueOptions | Mapping[str, Any]) -> Any:
+    """The cache key of a job's task and options, or None when they cannot be one (a
+    ``meta`` mapping is not hashable). With the types of the values: ``True == 1``, yet only
+    one of them is a valid priority."""
+    key: Any
+    try:
+        values = options.__dict__ if isinstance(options, client.EnqueueOptions) else options
+        key = (name, tuple(values.items()), tuple(map(type, values.values())))
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
 def _check_if_idle(conn: psycopg.Connection[Any]) -> None:
     if time.monotonic() - _last_used.get(conn, 0.0) > CHECK_IDLE_SECONDS:
         ConnectionPool.check_connection(conn)
@@ -232,6 +250,7 @@ class App:
         self.settings = Settings.from_env(dsn=dsn, schema=schema, home=home)
         self.max_args_bytes = max_args_bytes or max_args_bytes_setting()
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self._templates: dict[Any, tuple[db.NewJob, Task[Any, Any] | None]] = {}
         #: Middleware hooks in registration order, and the same split by kind (computed once:
         #: the worker reads them for every job).
         self.middlewares: list[Callable[..., Any]] = []
@@ -358,11 +377,14 @@ class App:
         if pool is None:
             pool = self._open_pool()
         try:
-            with pool.connection() as conn:
-                yield conn
-                _last_used[conn] = time.monotonic()
+            conn = pool.getconn()
         except PoolTimeout as exc:
             raise self._unavailable(exc) from exc
+        try:
+            yield conn
+            _last_used[conn] = time.monotonic()
+        finally:
+            pool.putconn(conn)  # rolls back whatever a failure left open
 
     def _unavailable(self, exc: PoolTimeout) -> DatabaseUnavailable:
         return DatabaseUnavailable(
@@ -439,14 +461,49 @@ class App:
         self, task: str | Task[Any, Any], args: Mapping[str, Any] | None, options: Mapping[str, Any]
     ) -> db.NewJob:
         name = task.name if isinstance(task, Task) else task
-        registered = self.tasks.get(name)
+        return self._new_job(name, args, options)
+
+    def _new_job(
+        self,
+        name: Any,
+        args: Mapping[str, Any] | None,
+        options: client.EnqueueOptions | Mapping[str, Any],
+    ) -> db.NewJob:
+        """Validate and encode one job (the task and options through :meth:`_template`)."""
+        template, registered = self._template(name, options)
         if registered is not None:
             registered.check_args(args or {})
-        opts = self._options(name, check_options(options))
-        return client.prepare(name, args, opts, max_args_bytes=self.max_args_bytes)
+        return client.with_args(template, args, max_args_bytes=self.max_args_bytes)
+
+    def _template(
+        self, name: Any, options: client.EnqueueOptions | Mapping[str, Any]
+    ) -> tuple[db.NewJob, Task[Any, Any] | None]:
+        """A job's validated task and options, without its arguments, and the registered
+        task it names. Cached per distinct (task, options): validating them is most of the
+        Python cost of an enqueue, and programs enqueue the same few shapes again and again.
+        An entry holds the Task it was built from, so registering a task invalidates it."""
+        registered = self.tasks.get(name) if isinstance(name, str) else None
+        key = _template_key(name, options)
+        if key is not None:
+            cached = self._templates.get(key)
+            if cached is not None and cached[1] is registered:
+                return cached
+        if name is None:
+            raise InvalidInput("each job needs a 'task'")
+        if not isinstance(options, client.EnqueueOptions):
+            options = check_options(options)
+        entry = (client.prepare_options(name, self._options(name, options)), registered)
+        if key is not None:
+            if len(self._templates) >= TEMPLATE_CACHE_SIZE:
+                self._templates.clear()
+            self._templates[key] = entry
+        return entry
 
     def _job(self, inserted: db.Inserted) -> Job:
-        job = Job(**vars(inserted.record))
+        # The record's fields were set by its own __init__: copy them rather than run the
+        # thirty-field __init__ again (it is on the path of every enqueue).
+        job = Job.__new__(Job)
+        job.__dict__.update(vars(inserted.record))
         job.existing = inserted.existing
         job.app = self
         return job
@@ -496,12 +553,12 @@ class App:
             registered.defaults().merged(**options.__dict__) if registered is not None else options
         )
 
-    def _prepare_many(self, specs: Iterable[JobSpec | Mapping[str, Any]]) -> list[db.NewJob]:
-        """Validate and encode every spec before anything is written. Options are validated
-        once per distinct (task, options) pair: a batch of 100,000 jobs of one task pays for
-        its arguments only."""
-        prepared = []
-        templates: dict[Any, db.NewJob] = {}
+    def _prepare_many(self, specs: Iterable[JobSpec | Mapping[str, Any]]) -> Iterator[db.NewJob]:
+        """Validate and encode each spec as the bulk enqueue consumes it (inside its
+        transaction: a bad spec rolls the whole batch back). Task and options are validated
+        once per distinct pair (:meth:`_template`): a batch of 100,000 jobs of one task pays
+        for its arguments only."""
+        options: client.EnqueueOptions | Mapping[str, Any]
         for position, spec in enumerate(specs):
             try:
                 if isinstance(spec, JobSpec):
@@ -509,28 +566,12 @@ class App:
                 else:
                     values = dict(spec)
                     name = values.pop("task", None)
-                    if name is None:
-                        raise InvalidInput("each job needs a 'task'")
                     args = values.pop("args", None)
-                    options = check_options(values)
-                registered = self.tasks.get(name)
-                if registered is not None:
-                    registered.check_args(args or {})
-                try:
-                    key: Any = (name, options)
-                    template = templates.get(key)
-                except TypeError:  # unhashable options (meta): no reuse
-                    key, template = None, None
-                if template is None:
-                    template = client.prepare_options(name, self._options(name, options))
-                    if key is not None:
-                        templates[key] = template
-                prepared.append(
-                    client.with_args(template, args, max_args_bytes=self.max_args_bytes)
-                )
+                    options = values
+                job = self._new_job(name, args, options)
             except InvalidInput as exc:
                 raise InvalidInput(f"job #{position}: {exc}") from None
-        return prepared
+            yield job
 
     def enqueue_many(
         self, specs: Iterable[JobSpec | Mapping[str, Any]], *, connection: Any = None
@@ -538,27 +579,31 @@ class App:
         """Enqueue many jobs at once (COPY): a handful of round trips for 100,000 jobs.
 
         Each spec is a :class:`JobSpec` (``task.spec(**kwargs)``) or a mapping with ``task``,
-        ``args`` and any enqueue option. Every spec is validated before anything is written:
-        one bad spec stores nothing. Returns, in input order, each job's id and whether it
-        was an existing job holding the same dedupe key.
+        ``args`` and any enqueue option. Specs are validated and encoded while they are
+        written, in one transaction: one bad spec raises and stores nothing. Returns, in
+        input order, each job's id and whether it was an existing job holding the same
+        dedupe key.
         """
+        specs = specs if isinstance(specs, Sequence) else list(specs)
         jobs = self._prepare_many(specs)
         if connection is not None:
-            return client.enqueue_many(client.as_target(connection), self.schema, jobs)
+            target = client.as_target(connection)
+            return client.enqueue_many(target, self.schema, jobs, len(specs))
         with self.connection() as conn:
-            return client.enqueue_many(client.PsycopgTarget(conn), self.schema, jobs)
+            return client.enqueue_many(client.PsycopgTarget(conn), self.schema, jobs, len(specs))
 
     async def enqueue_many_async(
         self, specs: Iterable[JobSpec | Mapping[str, Any]], *, connection: Any = None
     ) -> list[client.Enqueued]:
+        specs = specs if isinstance(specs, Sequence) else list(specs)
         jobs = self._prepare_many(specs)
         if connection is not None:
             return await client.enqueue_many_async(
-                client.as_async_target(connection), self.schema, jobs
+                client.as_async_target(connection), self.schema, jobs, len(specs)
             )
         async with self.connection_async() as conn:
             return await client.enqueue_many_async(
-                client.AsyncPsycopgTarget(conn), self.schema, jobs
+                client.AsyncPsycopgTarget(conn), self.schema, jobs, len(specs)
             )
 
     def unknown_task_message(self, name: str) -> str:

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,9 @@ from pgjobs.migrate import upgrade
 from pgjobs.types import JobStatus
 
 BENCH_SCHEMA = "pgjobs_bench"
+
+#: Runs n operations and returns the seconds they took.
+Step = Callable[[int], float]
 
 # The benchmark's own tasks: a worker started by the benchmark imports this module.
 bench_app = App(schema=BENCH_SCHEMA)
@@ -114,14 +117,45 @@ class Bench:
         baseline: tuple[str, Callable[[], float]],
         unit: str,
     ) -> list[Result]:
-        """A figure and its baseline, their runs interleaved (figure, baseline, figure...):
-        the machine's drift over a few seconds then weighs on both alike, and the ratio of
-        the two, which is what the targets are about, stays honest."""
+        """A figure and its baseline, their runs interleaved, in alternating order (figure
+        first, then baseline first...): the machine's drift over a few seconds then weighs on
+        both alike, and the ratio of the two, which is what the targets are about, stays
+        honest."""
         runs: dict[str, list[float]] = {scenario[0]: [], baseline[0]: []}
-        for _ in range(self.repeat):
-            for name, measure in (scenario, baseline):
+        for repeat in range(self.repeat):
+            for name, measure in (scenario, baseline)[:: 1 if repeat % 2 == 0 else -1]:
                 self.fresh_schema()
                 runs[name].append(measure())
+        return self._results(runs, unit)
+
+    def alternating(
+        self,
+        scenario: tuple[str, Callable[[], contextlib.AbstractContextManager[Step]]],
+        baseline: tuple[str, Callable[[], contextlib.AbstractContextManager[Step]]],
+        count: int,
+        unit: str,
+        rounds: int = 20,
+    ) -> list[Result]:
+        """A figure and its baseline made of many cheap operations (one transaction each):
+        both sides stay open on one fresh schema and take turns in ``rounds`` short rounds
+        (AB BA AB...). A commit waits for the disk, whose speed drifts by 2x within minutes
+        on shared machines; long runs one after the other measure that drift more than
+        the difference between the two. A run's figure is its operations over its time."""
+        runs: dict[str, list[float]] = {scenario[0]: [], baseline[0]: []}
+        per_round = max(count // rounds, 1)
+        for _ in range(self.repeat):
+            self.fresh_schema()
+            with scenario[1]() as figure_step, baseline[1]() as baseline_step:
+                spent = {scenario[0]: 0.0, baseline[0]: 0.0}
+                sides = [(scenario[0], figure_step), (baseline[0], baseline_step)]
+                for turn in range(rounds):
+                    for name, step in sides[:: 1 if turn % 2 == 0 else -1]:
+                        spent[name] += step(per_round)
+            for name, seconds in spent.items():
+                runs[name].append(per_round * rounds / seconds)
+        return self._results(runs, unit)
+
+    def _results(self, runs: dict[str, list[float]], unit: str) -> list[Result]:
         results = [Result(name, statistics.median(r), unit, r) for name, r in runs.items()]
         for result in results:
             self.log(result.line())
@@ -129,24 +163,35 @@ class Bench:
 
     # --- enqueue ----------------------------------------------------------------------
 
-    def enqueue_single(self, count: int) -> float:
-        app = App(self.dsn, schema=BENCH_SCHEMA, pool_size=1)
-        with app:
+    @contextlib.contextmanager
+    def single_enqueuer(self) -> Iterator[Step]:
+        """``step(n)``: n enqueues through the Python API, one transaction each; seconds."""
+        with App(self.dsn, schema=BENCH_SCHEMA, pool_size=1) as app:
             app.enqueue("bench.noop")  # open the pool outside the measurement
-            started = time.perf_counter()
-            for _ in range(count):
-                app.enqueue("bench.noop", queue="default", priority=0, max_attempts=3)
-            return count / (time.perf_counter() - started)
 
-    def insert_bare(self, count: int) -> float:
+            def step(count: int) -> float:
+                started = time.perf_counter()
+                for _ in range(count):
+                    app.enqueue("bench.noop", queue="default", priority=0, max_attempts=3)
+                return time.perf_counter() - started
+
+            yield step
+
+    @contextlib.contextmanager
+    def bare_inserter(self) -> Iterator[Step]:
+        """``step(n)``: n hand-written INSERTs of the same row from psycopg, autocommit."""
         with self.conn() as conn:
             query = sql.SQL(
                 "INSERT INTO {}.jobs (task, args, queue, priority, max_attempts) VALUES (%s, %s::jsonb, %s, %s, %s) RETURNING id"
             ).format(sql.Identifier(BENCH_SCHEMA))
-            started = time.perf_counter()
-            for _ in range(count):
-                conn.execute(query, ("bench.noop", "{}", "default", 0, 3))
-            return count / (time.perf_counter() - started)
+
+            def step(count: int) -> float:
+                started = time.perf_counter()
+                for _ in range(count):
+                    conn.execute(query, ("bench.noop", "{}", "default", 0, 3)).fetchone()
+                return time.perf_counter() - started
+
+            yield step
 
     def enqueue_bulk(self, count: int) -> float:
         app = App(self.dsn, schema=BENCH_SCHEMA, pool_size=1)
@@ -423,15 +468,10 @@ def run(
     try:
         if "enqueue" in scenarios:
             single = max(jobs // 10, 1000)
-            results += bench.paired(
-                (
-                    f"enqueue: single, one transaction each ({single:,})",
-                    lambda: bench.enqueue_single(single),
-                ),
-                (
-                    f"  baseline: bare INSERT + commit ({single:,})",
-                    lambda: bench.insert_bare(single),
-                ),
+            results += bench.alternating(
+                (f"enqueue: single, one transaction each ({single:,})", bench.single_enqueuer),
+                (f"  baseline: bare INSERT + commit ({single:,})", bench.bare_inserter),
+                single,
                 "jobs/s",
             )
             bulk = jobs * 2

@@ -8,7 +8,7 @@ if and only if that transaction commits. The SQL itself always comes from :mod:`
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol, TypeVar
@@ -67,12 +67,8 @@ def with_args(
     template: db.NewJob, args: Mapping[str, Any] | None, *, max_args_bytes: int
 ) -> db.NewJob:
     """``template`` (from :func:`prepare_options`) with these arguments, encoded."""
-    t = template
-    return db.NewJob(
-        t.task, encode_args({} if args is None else args, max_bytes=max_args_bytes), t.queue,
-        t.priority, t.not_before, t.delay, t.max_attempts, t.dedupe_key, t.callback_url,
-        t.parent_id, t.meta,
-    )  # fmt: skip
+    encoded = encode_args({} if args is None else args, max_bytes=max_args_bytes)
+    return db.NewJob(template[0], encoded, *template[2:])
 
 
 def prepare_options(task: str, options: EnqueueOptions) -> db.NewJob:
@@ -203,13 +199,18 @@ class SQLAlchemyTarget:
 
     def run(self, call: db.Call[R]) -> R:
         text = call.query.decode()
-        result = self.conn.exec_driver_sql(text, dict(call.params))
+        result = self.conn.exec_driver_sql(text, _driver_params(call.params))
         rows = _sqlalchemy_rows(result, call.tuples)
         return call.shape(rows)
 
     def driver(self) -> psycopg.Connection[Any]:
         raw: psycopg.Connection[Any] = self.conn.connection.driver_connection
         return raw
+
+
+def _driver_params(params: Mapping[str, Any] | Sequence[Any]) -> dict[str, Any] | tuple[Any, ...]:
+    """Parameters as SQLAlchemy hands them to the driver unchanged."""
+    return dict(params) if isinstance(params, Mapping) else tuple(params)
 
 
 def _sqlalchemy_rows(result: Any, tuples: bool) -> list[Any]:
@@ -234,7 +235,7 @@ class AsyncSQLAlchemyTarget:
 
     async def run(self, call: db.Call[R]) -> R:
         conn = await self._connection()
-        result = await conn.exec_driver_sql(call.query.decode(), dict(call.params))
+        result = await conn.exec_driver_sql(call.query.decode(), _driver_params(call.params))
         rows = _sqlalchemy_rows(result, call.tuples)
         return call.shape(rows)
 
@@ -296,106 +297,132 @@ async def enqueue_async(target: AsyncTarget, schema: str, job: db.NewJob) -> db.
     raise PgjobsError(f"dedupe key {job.dedupe_key!r} kept changing hands; try again")
 
 
-@dataclass
-class _BulkPlan:
-    """How a batch is written: which rows go straight to the table by COPY (with or without
-    an explicit start time), and which go through the staging table (dedupe keys)."""
+class _Bulk:
+    """One bulk enqueue as it streams. Rows that can go straight into the table (no dedupe
+    key, starting at the database's now()) come out of :meth:`direct_rows` while the jobs
+    are still being validated and encoded, so that Python's work overlaps the server's;
+    the others are set aside for a second COPY (explicit start) or for the staging table
+    (dedupe keys)."""
 
-    jobs: Sequence[db.NewJob]
-    ids: list[int]
-    now: datetime | None
+    def __init__(self, jobs: Iterable[db.NewJob], ids: list[int], now: datetime) -> None:
+        self.jobs = jobs
+        self.ids = ids
+        self.now = now
+        self.explicit: list[tuple[Any, ...]] = []
+        self.keyed: list[tuple[int, int, db.NewJob]] = []  # (position, id, job)
 
-    def plain(self, explicit_start: bool) -> list[tuple[Any, ...]]:
-        rows = []
-        for job_id, job in zip(self.ids, self.jobs, strict=True):
+    def direct_rows(self) -> Iterator[tuple[Any, ...]]:
+        now = self.now
+        for position, (job_id, job) in enumerate(zip(self.ids, self.jobs, strict=True)):
             if job.dedupe_key is not None:
-                continue
-            start = job.start_at(self.now) if self.now else job.not_before
-            if (start is not None) == explicit_start:
-                rows.append(db.copy_row(job_id, job, start))
-        return rows
+                self.keyed.append((position, job_id, job))
+            elif job.not_before is None and not job.delay:
+                yield (job_id, *job[:9])
+            else:
+                self.explicit.append(db.copy_row(job_id, job, job.start_at(now)))
 
-    def keyed(self) -> list[tuple[Any, ...]]:
-        assert self.now is not None
+    def keyed_rows(self) -> list[tuple[Any, ...]]:
         return [
             db.copy_row(job_id, job, job.start_at(self.now) or self.now)
-            for job_id, job in zip(self.ids, self.jobs, strict=True)
-            if job.dedupe_key is not None
+            for _, job_id, job in self.keyed
         ]
 
-    def keys_of(self, missing: set[int]) -> list[str]:
-        return [
-            j.dedupe_key
-            for i, j in zip(self.ids, self.jobs, strict=True)
-            if i in missing and j.dedupe_key
-        ]
+    def missing_keys(self, inserted: set[int]) -> list[str]:
+        """The dedupe keys of keyed rows that were not inserted (another job holds them)."""
+        return [job.dedupe_key for _, i, job in self.keyed if i not in inserted and job.dedupe_key]
 
     def result(
-        self, inserted_keyed: set[int], holders: Mapping[str, int]
-    ) -> tuple[list[Enqueued], list[int]]:
-        """Per input row: (id, existing). Also the positions whose holder vanished."""
-        out: list[Enqueued] = []
-        retry: list[int] = []
-        for position, (job_id, job) in enumerate(zip(self.ids, self.jobs, strict=True)):
-            if job.dedupe_key is None or job_id in inserted_keyed:
-                out.append(Enqueued(job_id, False))
-            elif job.dedupe_key in holders:
-                out.append(Enqueued(holders[job.dedupe_key], True))
+        self, inserted: set[int], holders: Mapping[str, int]
+    ) -> tuple[list[Enqueued], list[tuple[int, db.NewJob]]]:
+        """Per input row: (id, existing). Also the rows whose key holder vanished in between,
+        to enqueue again one by one."""
+        out = [Enqueued(job_id, False) for job_id in self.ids]
+        retry: list[tuple[int, db.NewJob]] = []
+        for position, job_id, job in self.keyed:
+            if job_id in inserted:
+                continue
+            holder = holders.get(job.dedupe_key or "")
+            if holder is not None:
+                out[position] = Enqueued(holder, True)
             else:
-                out.append(Enqueued(0, False))
-                retry.append(position)
+                out[position] = Enqueued(0, False)
+                retry.append((position, job))
         return out, retry
 
 
-def enqueue_many(target: Target, schema: str, jobs: Sequence[db.NewJob]) -> list[Enqueued]:
+def _staging_statements(schema: str) -> list[psycopg.sql.Composed]:
+    return [
+        db.create_staging(schema),
+        psycopg.sql.SQL("TRUNCATE {}").format(psycopg.sql.Identifier(db.STAGING_TABLE)),
+    ]
+
+
+def _counted(jobs: Iterable[db.NewJob], count: int | None) -> tuple[Iterable[db.NewJob], int]:
+    if count is not None:
+        return jobs, count
+    listed = list(jobs)
+    return listed, len(listed)
+
+
+def _copy(conn: psycopg.Connection[Any], statement: Any, rows: Iterable[tuple[Any, ...]]) -> None:
+    """COPY these rows, if there is at least one (an empty COPY is a wasted round trip)."""
+    rows = iter(rows)
+    first = next(rows, None)
+    if first is None:
+        return
+    with conn.cursor() as cursor, cursor.copy(statement) as copy:
+        copy.write_row(first)
+        for row in rows:
+            copy.write_row(row)
+
+
+async def _copy_async(
+    conn: psycopg.AsyncConnection[Any], statement: Any, rows: Iterable[tuple[Any, ...]]
+) -> None:
+    rows = iter(rows)
+    first = next(rows, None)
+    if first is None:
+        return
+    async with conn.cursor() as cursor, cursor.copy(statement) as copy:
+        await copy.write_row(first)
+        for row in rows:
+            await copy.write_row(row)
+
+
+def enqueue_many(
+    target: Target, schema: str, jobs: Iterable[db.NewJob], count: int | None = None
+) -> list[Enqueued]:
     """Insert many jobs in a handful of round trips: ids reserved in one statement, rows
     without dedupe keys COPYed straight into the table, rows with keys COPYed into a
-    temporary table and moved with ON CONFLICT DO NOTHING."""
-    if not jobs:
+    temporary table and moved with ON CONFLICT DO NOTHING.
+
+    ``jobs`` may be a lazy iterable of exactly ``count`` jobs, validated as it is consumed:
+    it is consumed inside the transaction, and an error it raises rolls everything back.
+    """
+    jobs, count = _counted(jobs, count)
+    if not count:
         return []
     try:
-        ids, now = target.run(db.reserve_ids(schema, len(jobs)))
-        plan = _BulkPlan(jobs, ids, now)
+        ids, now = target.run(db.reserve_ids(schema, count))
+        bulk = _Bulk(jobs, ids, now)
         conn = target.driver()
         inserted: set[int] = set()
         holders: dict[str, int] = {}
         with conn.transaction():
-            for explicit in (False, True):
-                rows = plan.plain(explicit)
-                if rows:
-                    with (
-                        conn.cursor() as cursor,
-                        cursor.copy(
-                            db.copy_statement(schema, None, with_not_before=explicit)
-                        ) as copy,
-                    ):
-                        for row in rows:
-                            copy.write_row(row)
-            keyed = plan.keyed()
-            if keyed:
-                conn.execute(db.create_staging(schema))
-                conn.execute(
-                    psycopg.sql.SQL("TRUNCATE {}").format(psycopg.sql.Identifier(db.STAGING_TABLE))
-                )
-                with (
-                    conn.cursor() as cursor,
-                    cursor.copy(
-                        db.copy_statement(schema, db.STAGING_TABLE, with_not_before=True)
-                    ) as copy,
-                ):
-                    for row in keyed:
-                        copy.write_row(row)
+            _copy(conn, db.copy_statement(schema, None, with_not_before=False), bulk.direct_rows())
+            _copy(conn, db.copy_statement(schema, None, with_not_before=True), bulk.explicit)
+            if bulk.keyed:
+                for statement in _staging_statements(schema):
+                    conn.execute(statement)
+                staging = db.copy_statement(schema, db.STAGING_TABLE, with_not_before=True)
+                _copy(conn, staging, bulk.keyed_rows())
                 inserted = db.run(conn, db.move_staged(schema))
-                missing = {
-                    job_id
-                    for job_id, job in zip(ids, jobs, strict=True)
-                    if job.dedupe_key and job_id not in inserted
-                }
+                missing = bulk.missing_keys(inserted)
                 if missing:
-                    holders = db.run(conn, db.dedupe_holders(schema, plan.keys_of(missing)))
-        out, retry = plan.result(inserted, holders)
-        for position in retry:
-            again = enqueue(target, schema, jobs[position])
+                    holders = db.run(conn, db.dedupe_holders(schema, missing))
+        out, retry = bulk.result(inserted, holders)
+        for position, job in retry:
+            again = enqueue(target, schema, job)
             out[position] = Enqueued(again.record.id, again.existing)
         return out
     except Exception as exc:
@@ -403,56 +430,37 @@ def enqueue_many(target: Target, schema: str, jobs: Sequence[db.NewJob]) -> list
 
 
 async def enqueue_many_async(
-    target: AsyncTarget, schema: str, jobs: Sequence[db.NewJob]
+    target: AsyncTarget, schema: str, jobs: Iterable[db.NewJob], count: int | None = None
 ) -> list[Enqueued]:
     """The async twin of :func:`enqueue_many`."""
-    if not jobs:
+    jobs, count = _counted(jobs, count)
+    if not count:
         return []
     try:
-        ids, now = await target.run(db.reserve_ids(schema, len(jobs)))
-        plan = _BulkPlan(jobs, ids, now)
+        ids, now = await target.run(db.reserve_ids(schema, count))
+        bulk = _Bulk(jobs, ids, now)
         conn = await target.driver()
         inserted: set[int] = set()
         holders: dict[str, int] = {}
         async with conn.transaction():
-            for explicit in (False, True):
-                rows = plan.plain(explicit)
-                if rows:
-                    async with (
-                        conn.cursor() as cursor,
-                        cursor.copy(
-                            db.copy_statement(schema, None, with_not_before=explicit)
-                        ) as copy,
-                    ):
-                        for row in rows:
-                            await copy.write_row(row)
-            keyed = plan.keyed()
-            if keyed:
-                await conn.execute(db.create_staging(schema))
-                await conn.execute(
-                    psycopg.sql.SQL("TRUNCATE {}").format(psycopg.sql.Identifier(db.STAGING_TABLE))
-                )
-                async with (
-                    conn.cursor() as cursor,
-                    cursor.copy(
-                        db.copy_statement(schema, db.STAGING_TABLE, with_not_before=True)
-                    ) as copy,
-                ):
-                    for row in keyed:
-                        await copy.write_row(row)
+            await _copy_async(
+                conn, db.copy_statement(schema, None, with_not_before=False), bulk.direct_rows()
+            )
+            await _copy_async(
+                conn, db.copy_statement(schema, None, with_not_before=True), bulk.explicit
+            )
+            if bulk.keyed:
+                for statement in _staging_statements(schema):
+                    await conn.execute(statement)
+                staging = db.copy_statement(schema, db.STAGING_TABLE, with_not_before=True)
+                await _copy_async(conn, staging, bulk.keyed_rows())
                 inserted = await db.run_async(conn, db.move_staged(schema))
-                missing = {
-                    job_id
-                    for job_id, job in zip(ids, jobs, strict=True)
-                    if job.dedupe_key and job_id not in inserted
-                }
+                missing = bulk.missing_keys(inserted)
                 if missing:
-                    holders = await db.run_async(
-                        conn, db.dedupe_holders(schema, plan.keys_of(missing))
-                    )
-        out, retry = plan.result(inserted, holders)
-        for position in retry:
-            again = await enqueue_async(target, schema, jobs[position])
+                    holders = await db.run_async(conn, db.dedupe_holders(schema, missing))
+        out, retry = bulk.result(inserted, holders)
+        for position, job in retry:
+            again = await enqueue_async(target, schema, job)
             out[position] = Enqueued(again.record.id, again.existing)
         return out
     except Exception as exc:

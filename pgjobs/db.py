@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import psycopg
 from psycopg import pq, sql
@@ -50,7 +50,7 @@ class Call(Generic[R]):
     """One statement to run and the function that turns its rows into the result."""
 
     query: bytes
-    params: Mapping[str, Any]
+    params: Mapping[str, Any] | Sequence[Any]  # by name (%(x)s) or by position (%s)
     shape: Callable[[list[Any]], R]  # dict rows, or tuples when ``tuples``
     #: Rows as tuples instead of dicts, for the hot path (the claim: a dict per job costs).
     tuples: bool = False
@@ -80,22 +80,25 @@ async def run_async(conn: psycopg.AsyncConnection[Any], call: Call[R]) -> R:
 # --- producing --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class NewJob:
-    """A validated, encoded job ready to insert (see :mod:`pgjobs.client`)."""
+class NewJob(NamedTuple):
+    """A validated, encoded job ready to insert (see :mod:`pgjobs.client`).
+
+    A named tuple, not a dataclass: a bulk enqueue builds one per row, and its first nine
+    fields are, in order, the COPY columns after ``id`` (see :data:`COPY_COLUMNS`), so that
+    a row is one slice of it."""
 
     task: str
     args: str  # JSON text of an object
     queue: str | None = None
     priority: int | None = None
-    not_before: datetime | None = None
-    #: Start this long after the database's now() (used when not_before is None).
-    delay: timedelta = timedelta(0)
     max_attempts: int | None = None
     dedupe_key: str | None = None
     callback_url: str | None = None
     parent_id: int | None = None
     meta: str | None = None  # JSON text
+    not_before: datetime | None = None
+    #: Start this long after the database's now() (used when not_before is None).
+    delay: timedelta = timedelta(0)
 
     def start_at(self, server_now: datetime) -> datetime | None:
         """The explicit start time for a bulk row, or None for "the database's now()"."""
@@ -135,17 +138,18 @@ def _first_inserted(rows: list[Row]) -> Inserted | None:
     return Inserted(JobRecord.from_row(row), bool(row.get("existing")))
 
 
-def _new_record(job: NewJob, rows: list[Row]) -> Inserted:
-    """The record of a job just inserted, from what was sent and the few columns returned."""
+def _new_record(job: NewJob, rows: list[tuple[Any, ...]]) -> Inserted:
+    """The record of a job just inserted, from what was sent and the few columns returned
+    (id and created_at, then queue, priority and max_attempts when the trigger filled them)."""
     row = rows[0]
-    created_at: datetime = row["created_at"]
-    if "queue" in row:  # the trigger filled defaults: they came back
-        queue, priority, max_attempts = row["queue"], row["priority"], row["max_attempts"]
+    created_at: datetime = row[1]
+    if len(row) > 2:
+        queue, priority, max_attempts = row[2], row[3], row[4]
     else:
         assert job.queue is not None and job.priority is not None and job.max_attempts is not None
         queue, priority, max_attempts = job.queue, job.priority, job.max_attempts
     record = JobRecord(
-        id=row["id"], queue=queue, task=job.task, args=json.loads(job.args), priority=priority,
+        id=row[0], queue=queue, task=job.task, args=json.loads(job.args), priority=priority,
         not_before=(  # in the connection's time zone, as the database would return it
             job.not_before.astimezone(created_at.tzinfo)
             if job.not_before is not None
@@ -169,17 +173,15 @@ _OPTIONAL_COLUMNS = ("queue", "priority", "max_attempts", "callback_url", "paren
 @functools.lru_cache(maxsize=256)
 def _insert_statement(schema: str, columns: tuple[str, ...], start: str, returning: bytes) -> bytes:
     """The INSERT of one job with these optional columns (the rest take their defaults; the
-    defaults trigger fills queue, priority and max_attempts from pgjobs.tasks). ``start`` is
-    "now" (the column default), "at" (an explicit not_before) or "delay" (the database's
-    now() plus a delay)."""
+    defaults trigger fills queue, priority and max_attempts from pgjobs.tasks), its
+    parameters in the order task, args, ``columns``, then the start. ``start`` is "now" (the
+    column default), "at" (an explicit not_before) or "delay" (the database's now() plus a
+    delay)."""
     names = ["task", "args", *columns]
-    values = ["%(task)s", "%(args)s::jsonb"]
-    values += [f"%({c})s::jsonb" if c == "meta" else f"%({c})s" for c in columns]
+    values = ["%s", "%s::jsonb"] + ["%s::jsonb" if c == "meta" else "%s" for c in columns]
     if start != "now":
         names.append("not_before")
-        values.append(
-            "%(not_before)s::timestamptz" if start == "at" else "now() + %(delay)s::interval"
-        )
+        values.append("%s::timestamptz" if start == "at" else "now() + %s::interval")
     statement = sql.SQL("INSERT INTO {}.jobs AS j ({}) VALUES ({})").format(
         sql.Identifier(schema),
         sql.SQL(", ").join(sql.Identifier(n) for n in names),
@@ -190,21 +192,23 @@ def _insert_statement(schema: str, columns: tuple[str, ...], start: str, returni
 
 def enqueue(schema: str, job: NewJob) -> Call[Inserted | None]:
     """Insert one job. With a dedupe key, ``None`` means: try again (see enqueue_dedupe.sql)."""
-    params = _params(job)
     if job.dedupe_key is not None:
-        return Call(queries.query("enqueue_dedupe", schema), params, _first_inserted)
+        return Call(queries.query("enqueue_dedupe", schema), _params(job), _first_inserted)
     known = job.queue is not None and job.priority is not None and job.max_attempts is not None
-    columns = tuple(c for c in _OPTIONAL_COLUMNS if params[c] is not None)
-    start = "at" if job.not_before is not None else ("delay" if job.delay else "now")
+    columns = tuple(c for c in _OPTIONAL_COLUMNS if getattr(job, c) is not None)
+    params: list[Any] = [job.task, job.args, *(getattr(job, c) for c in columns)]
+    if job.not_before is not None:
+        start = "at"
+        params.append(job.not_before)
+    elif job.delay:
+        start = "delay"
+        params.append(job.delay)
+    else:
+        start = "now"
     statement = _insert_statement(
         schema, columns, start, _RETURNING_KNOWN if known else _RETURNING_DEFAULTS
     )
-    sent = {name: params[name] for name in ("task", "args", *columns)}
-    if start == "at":
-        sent["not_before"] = job.not_before
-    elif start == "delay":
-        sent["delay"] = job.delay
-    return Call(statement, sent, lambda rows: _new_record(job, rows))
+    return Call(statement, params, lambda rows: _new_record(job, rows), tuples=True)
 
 
 def get_job(schema: str, job_id: int) -> Call[JobRecord | None]:
@@ -215,7 +219,7 @@ def get_job(schema: str, job_id: int) -> Call[JobRecord | None]:
     )
 
 
-def reserve_ids(schema: str, count: int) -> Call[tuple[list[int], datetime | None]]:
+def reserve_ids(schema: str, count: int) -> Call[tuple[list[int], datetime]]:
     """``count`` new ids, and the database's clock (bulk rows with a delay start from it)."""
     return Call(
         queries.query("reserve_ids", schema),
@@ -232,20 +236,14 @@ def dedupe_holders(schema: str, keys: Sequence[str]) -> Call[dict[str, int]]:
     )
 
 
-#: Columns written by a bulk COPY, in order. ``not_before`` is left out for rows that use
-#: the database's ``now()``.
-COPY_COLUMNS = (
-    "id", "task", "args", "queue", "priority", "max_attempts", "dedupe_key", "callback_url",
-    "parent_id", "meta", "not_before",
-)  # fmt: skip
+#: Columns written by a bulk COPY, in order: the id, the first nine fields of
+#: :class:`NewJob`, and ``not_before`` (left out for rows that use the database's ``now()``).
+COPY_COLUMNS = ("id", *NewJob._fields[:9], "not_before")
 
 
 def copy_row(job_id: int, job: NewJob, start_at: datetime | None) -> tuple[Any, ...]:
     """One row for :func:`copy_statement` (``start_at`` only when the statement has it)."""
-    row: tuple[Any, ...] = (
-        job_id, job.task, job.args, job.queue, job.priority, job.max_attempts,
-        job.dedupe_key, job.callback_url, job.parent_id, job.meta,
-    )  # fmt: skip
+    row = (job_id, *job[:9])
     return row if start_at is None else (*row, start_at)
 
 

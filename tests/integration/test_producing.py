@@ -145,12 +145,43 @@ def test_bulk_enqueue_of_100k_jobs_takes_a_handful_of_statements(
     assert count(pgjobs_conn, "queue = 'emails' AND priority = 3 AND max_attempts = 5") == 100_000
 
 
-def test_bulk_enqueue_validates_everything_first(app: pgjobs.App, pgjobs_conn: Conn) -> None:
-    specs: list[Any] = [{"task": "ok", "args": {"i": i}} for i in range(10)]
-    specs.append({"task": "bad name"})
-    with pytest.raises(pgjobs.InvalidInput, match="job #10: invalid task name"):
+def test_bulk_enqueue_with_a_bad_spec_stores_nothing(app: pgjobs.App, pgjobs_conn: Conn) -> None:
+    # Specs are validated while they stream into the COPY: far enough in, rows have already
+    # reached the server, and the whole batch must still roll back.
+    specs: list[Any] = [{"task": "ok", "args": {"i": i}} for i in range(20_000)]
+    specs.insert(15_000, {"task": "bad name"})
+    with pytest.raises(pgjobs.InvalidInput, match=r"^job #15000: invalid task name"):
         app.enqueue_many(specs)
     assert count(pgjobs_conn) == 0
+    specs[15_000] = {"task": "ok", "args": {"x": float("nan")}}
+    with pytest.raises(pgjobs.InvalidInput, match=r"^job #15000: cannot encode args"):
+        app.enqueue_many(iter(specs))
+    assert count(pgjobs_conn) == 0
+
+    async def main() -> None:
+        with pytest.raises(pgjobs.InvalidInput, match=r"^job #15000: cannot encode args"):
+            await app.enqueue_many_async(specs)
+        await app.close_async()
+
+    asyncio.run(main())
+    assert count(pgjobs_conn) == 0
+
+
+def test_bulk_enqueue_with_a_bad_spec_leaves_the_callers_transaction_usable(
+    app: pgjobs.App, pgjobs_dsn: str, pgjobs_conn: Conn
+) -> None:
+    with psycopg.connect(pgjobs_dsn) as conn:
+        app.enqueue("before", connection=conn)
+        with pytest.raises(pgjobs.InvalidInput, match=r"^job #3000: "):
+            app.enqueue_many(
+                [{"task": "ok"}] * 3000 + [{"task": "ok", "priority": 5000}], connection=conn
+            )
+        app.enqueue("after", connection=conn)
+        conn.commit()
+    assert [r[0] for r in pgjobs_conn.execute("SELECT task FROM pgjobs.jobs ORDER BY id")] == [
+        "before",
+        "after",
+    ]
 
 
 def test_bulk_enqueue_keeps_input_order_and_delays(app: pgjobs.App, pgjobs_conn: Conn) -> None:

@@ -507,10 +507,36 @@ def test_prepare_many_names_the_position_of_a_bad_spec(
     app: pgjobs.App, emails: Task[Any, Any]
 ) -> None:
     with pytest.raises(InvalidInput) as info:
-        app._prepare_many([emails.spec(to="a"), {"task": "emails.send", "args": {}}])
+        list(app._prepare_many([emails.spec(to="a"), {"task": "emails.send", "args": {}}]))
     assert str(info.value).startswith("job #1: task emails.send: missing a required argument")
     with pytest.raises(InvalidInput) as info:
-        app._prepare_many([{"args": {}}])
+        list(app._prepare_many([{"args": {}}]))
     assert str(info.value) == "job #0: each job needs a 'task'"
     with pytest.raises(InvalidInput, match=r"^job #0: unknown enqueue option\(s\) bogus"):
-        app._prepare_many([{"task": "t", "bogus": 1}])
+        list(app._prepare_many([{"task": "t", "bogus": 1}]))
+
+
+# --- App._template: validated (task, options) shapes are remembered ----------------------------
+
+
+def test_a_remembered_shape_still_refuses_what_only_equals_a_valid_one(app: pgjobs.App) -> None:
+    assert app._prepare("t", None, {"priority": 1}).priority == 1
+    with pytest.raises(InvalidInput, match="priority must be an integer, got True"):
+        app._prepare("t", None, {"priority": True})
+    with pytest.raises(InvalidInput, match="priority must be an integer"):
+        list(app._prepare_many([{"task": "t", "priority": 1}, {"task": "t", "priority": 1.0}]))
+
+
+def test_registering_a_task_refreshes_the_remembered_defaults(app: pgjobs.App) -> None:
+    assert app._prepare("late", None, {}).queue is None  # the database fills the default
+    app.task(name="late", queue="slow", priority=7)(anything)
+    job = app._prepare("late", None, {})
+    assert (job.queue, job.priority) == ("slow", 7)
+
+
+def test_unhashable_options_are_validated_every_time(app: pgjobs.App) -> None:
+    first = app._prepare("t", {"a": 1}, {"meta": {"k": 1}})
+    second = app._prepare("t", {"a": 2}, {"meta": {"k": 2}})
+    assert (first.meta, second.meta) == ('{"k":1}', '{"k":2}')
+    with pytest.raises(InvalidInput, match="meta"):
+        app._prepare("t", None, {"meta": {"k": float("nan")}})

@@ -40,7 +40,12 @@ SCENARIOS = ("enqueue", "drain", "big", "latency", "idle")
     help="Rows waiting / kept for the 'big' scenario.",
 )
 @click.option("--idle-seconds", type=click.FloatRange(1), default=60.0, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON at the end.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the results as JSON on stdout at the end (progress lines go to stderr).",
+)
 @database_options
 def bench(
     jobs: int,
@@ -84,7 +89,7 @@ def bench(
         scenarios=scenarios,
         idle_seconds=idle_seconds,
         big=big,
-        log=click.echo,
+        log=lambda line: click.echo(line, err=as_json),  # stdout is for the JSON alone
     )
     if as_json:
         click.echo(json.dumps([r.__dict__ for r in results], indent=2))

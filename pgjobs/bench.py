@@ -73,6 +73,60 @@ class Result:
         return f"{self.scenario:<48} {self.value:>12,.1f} {self.unit}{spread}{note}"
 
 
+def _plain_claim() -> sql.Composed:
+    """The plainest claim there is (one queue, no pause, limits or priority levels), the
+    reference a job queue is measured against; ``%s`` is the number of jobs."""
+    return sql.SQL(
+        "WITH picked AS MATERIALIZED (SELECT id FROM {s}.jobs WHERE status = 'queued' AND blockers = 0"
+        " AND queue = 'default' AND not_before <= now() ORDER BY priority DESC, not_before, id"
+        " LIMIT %s FOR UPDATE SKIP LOCKED)"
+        " UPDATE {s}.jobs AS j SET status = 'running', attempts = j.attempts + 1, lease_token = gen_random_uuid(),"
+        " lease_expires_at = now() + interval '30 seconds', started_at = now()"
+        " WHERE j.id = ANY (ARRAY(SELECT id FROM picked)) RETURNING j.id"
+    ).format(s=sql.Identifier(BENCH_SCHEMA))
+
+
+def _percentiles(gaps: list[float]) -> dict[str, float]:
+    ordered = sorted(gaps)
+    if not ordered:
+        raise RuntimeError("no pickup was measured")
+
+    def pct(p: float) -> float:
+        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+    return {"p50": pct(50), "p95": pct(95), "p99": pct(99), "samples": float(len(ordered))}
+
+
+def bare_consumer() -> None:
+    """The process of :meth:`Bench.bare_latency`: LISTEN on one connection; at each
+    notification claim with :func:`_plain_claim` on another and note the clock; at the end
+    write the noted times as the jobs' results (outside the measured path)."""
+    dsn = os.environ["PGJOBS_DSN"]
+    samples = int(os.environ["PGJOBS_BENCH_SAMPLES"])
+    claim = _plain_claim()
+    stamps: dict[int, float] = {}
+    with (
+        psycopg.connect(dsn, autocommit=True) as listener,
+        psycopg.connect(dsn, autocommit=True) as worker,
+    ):
+        listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(db.jobs_channel(BENCH_SCHEMA))))
+        print("listening", flush=True)
+        while len(stamps) < samples:
+            for _notice in listener.notifies(timeout=10, stop_after=1):
+                break
+            else:
+                break  # the producer stopped
+            for (job_id,) in worker.execute(claim, (10,)).fetchall():
+                stamps[job_id] = time.time()
+        with worker.cursor() as cursor:
+            cursor.executemany(
+                sql.SQL("UPDATE {}.jobs SET result = to_jsonb(%s::float8) WHERE id = %s").format(
+                    sql.Identifier(BENCH_SCHEMA)
+                ),
+                [(at, job_id) for job_id, at in stamps.items()],
+            )
+
+
 class Bench:
     def __init__(
         self, settings: Settings, *, repeat: int = 3, log: Callable[[str], None] = print
@@ -312,14 +366,7 @@ class Bench:
         self.load(count)
         worker = uuid.uuid4()
         schema = sql.Identifier(BENCH_SCHEMA)
-        plain_claim = sql.SQL(
-            "WITH picked AS MATERIALIZED (SELECT id FROM {s}.jobs WHERE status = 'queued' AND blockers = 0"
-            " AND queue = 'default' AND not_before <= now() ORDER BY priority DESC, not_before, id"
-            " LIMIT %s FOR UPDATE SKIP LOCKED)"
-            " UPDATE {s}.jobs AS j SET status = 'running', attempts = j.attempts + 1, lease_token = gen_random_uuid(),"
-            " lease_expires_at = now() + interval '30 seconds', started_at = now()"
-            " WHERE j.id = ANY (ARRAY(SELECT id FROM picked)) RETURNING j.id"
-        ).format(s=schema)
+        plain_claim = _plain_claim()
         plain_complete = sql.SQL(
             "UPDATE {s}.jobs SET status = 'succeeded', finished_at = now(), lease_token = NULL WHERE id = ANY (%s)"
         ).format(s=schema)
@@ -363,6 +410,7 @@ class Bench:
         return subprocess.Popen(command, env=env, cwd=tempfile.gettempdir())
 
     def latency(self, samples: int) -> dict[str, float]:
+        """Commit of an INSERT to the start of its handler on an idle ``-c 10`` worker."""
         worker = self.start_worker()
         gaps: list[float] = []
         try:
@@ -371,35 +419,68 @@ class Bench:
                     sql.SQL("LISTEN {}").format(sql.Identifier(db.events_channel(BENCH_SCHEMA)))
                 )
                 self._wait_for_worker(conn)
-                insert = sql.SQL(
-                    "INSERT INTO {}.jobs (task, queue, priority, max_attempts) VALUES ('bench.stamp', 'default', 0, 3) RETURNING id"
-                ).format(sql.Identifier(BENCH_SCHEMA))
                 for _ in range(samples):
-                    time.sleep(
-                        0.02
-                    )  # let the worker go idle: this measures an idle worker's pickup
-                    row = conn.execute(insert).fetchone()
-                    committed = time.time()
-                    assert row is not None
+                    job_id, committed = self._insert_stamp_job(conn)
                     for _notice in listener.notifies(timeout=10, stop_after=1):
                         break
-                    result = conn.execute(
-                        sql.SQL("SELECT result FROM {}.jobs WHERE id = %s").format(
-                            sql.Identifier(BENCH_SCHEMA)
-                        ),
-                        (row[0],),
-                    ).fetchone()
-                    if result and isinstance(result[0], float):
-                        gaps.append((result[0] - committed) * 1000)
+                    started = self._stamps(conn, [job_id]).get(job_id)
+                    if started is not None:
+                        gaps.append((started - committed) * 1000)
         finally:
             worker.terminate()
             worker.wait(30)
-        gaps.sort()
+        return _percentiles(gaps)
 
-        def pct(p: float) -> float:
-            return gaps[min(len(gaps) - 1, int(p / 100 * len(gaps)))]
+    def bare_latency(self, samples: int) -> dict[str, float]:
+        """The limit line of pickup latency: a process that LISTENs and, at each
+        notification, claims with the plainest UPDATE ... SKIP LOCKED on a second connection
+        (:func:`bare_consumer`). Same table, trigger and producer as :meth:`latency`."""
+        command = [sys.executable, "-c", "from pgjobs.bench import bare_consumer; bare_consumer()"]
+        env = {**os.environ, "PGJOBS_DSN": self.dsn, "PGJOBS_BENCH_SAMPLES": str(samples)}
+        consumer = subprocess.Popen(
+            command, env=env, cwd=tempfile.gettempdir(), stdout=subprocess.PIPE
+        )
+        committed: dict[int, float] = {}
+        try:
+            assert consumer.stdout is not None
+            if consumer.stdout.readline().strip() != b"listening":
+                raise RuntimeError("the bare consumer did not start")
+            with self.conn() as conn:
+                for _ in range(samples):
+                    job_id, at = self._insert_stamp_job(conn)
+                    committed[job_id] = at
+                consumer.wait(30)
+                started = self._stamps(conn, list(committed))
+        finally:
+            if consumer.poll() is None:
+                consumer.kill()
+                consumer.wait()
+        return _percentiles(
+            [(started[i] - at) * 1000 for i, at in committed.items() if i in started]
+        )
 
-        return {"p50": pct(50), "p95": pct(95), "p99": pct(99), "samples": float(len(gaps))}
+    def _insert_stamp_job(self, conn: psycopg.Connection[Any]) -> tuple[int, float]:
+        """After 20 ms of quiet (the consumer is idle again: this measures an idle pickup),
+        one job; its id and the client's clock right after its commit."""
+        time.sleep(0.02)
+        row = conn.execute(
+            sql.SQL(
+                "INSERT INTO {}.jobs (task, queue, priority, max_attempts) VALUES ('bench.stamp', 'default', 0, 3) RETURNING id"
+            ).format(sql.Identifier(BENCH_SCHEMA))
+        ).fetchone()
+        committed = time.time()
+        assert row is not None
+        return int(row[0]), committed
+
+    def _stamps(self, conn: psycopg.Connection[Any], ids: list[int]) -> dict[int, float]:
+        """The start times the handlers (or the bare consumer) wrote as the jobs' results."""
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT id, result FROM {}.jobs WHERE id = ANY (%s) AND jsonb_typeof(result) = 'number'"
+            ).format(sql.Identifier(BENCH_SCHEMA)),
+            (ids,),
+        ).fetchall()
+        return {int(i): float(r) for i, r in rows}
 
     def _wait_for_worker(self, conn: psycopg.Connection[Any]) -> None:
         deadline = time.monotonic() + 30
@@ -535,12 +616,16 @@ def run(
         if "latency" in scenarios:
             bench.fresh_schema()
             figures = bench.latency(200)
-            for name in ("p50", "p95", "p99"):
-                result = Result(
-                    f"pickup latency {name} (idle worker, commit to start)", figures[name], "ms"
-                )
-                log(result.line())
-                results.append(result)
+            bench.fresh_schema()
+            limits = bench.bare_latency(200)
+            for label, values in (
+                ("pickup latency {} (idle worker, commit to start)", figures),
+                ("limit: bare LISTEN + UPDATE pickup latency {}", limits),
+            ):
+                for name in ("p50", "p95", "p99"):
+                    result = Result(label.format(name), values[name], "ms")
+                    log(result.line())
+                    results.append(result)
         if "idle" in scenarios:
             bench.fresh_schema()
             rate, source = bench.idle_statements(idle_seconds)

@@ -33,7 +33,8 @@ def test_every_scenario_reports_a_figure_and_the_database_is_left_alone(
         "enqueue: single", "baseline: bare INSERT", "enqueue: bulk", "baseline: bare COPY",
         "drain: async no-op, 1 process", "drain: sync no-op", "drain: async no-op, 2 processes",
         "limit: bare claim+complete, 100/statement", "jobs waiting", "finished rows kept",
-        "pickup latency p50", "pickup latency p99", "idle worker",
+        "pickup latency p50", "pickup latency p99", "limit: bare LISTEN + UPDATE pickup latency p50",
+        "idle worker",
     ):  # fmt: skip
         assert any(expected in name for name in names), f"no {expected!r} figure in {names}"
     for result in results:

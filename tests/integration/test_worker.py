@@ -354,6 +354,37 @@ def test_notify_wakes_an_idle_worker_and_a_timer_starts_delayed_jobs(
     assert final["started_at"] >= final["not_before"], "never early"
 
 
+def test_an_idle_worker_claims_on_the_connection_the_notification_woke(
+    app: pgjobs.App, start: Callable[..., Running], pgjobs_conn: Conn
+) -> None:
+    # The listening backend was just woken to deliver the notification; claiming there
+    # saves waking the claimer's (see Worker._answer_on_listener).
+    @app.task(name="noop")
+    async def noop() -> None: ...
+
+    running = start(poll_interval=600, tick_interval=600)
+    wait_for(
+        lambda: pgjobs_conn.execute("SELECT count(*) FROM pgjobs.workers").fetchone() == (1,),
+        message="worker row",
+    )
+
+    def listener_statement() -> str:
+        row = pgjobs_conn.execute(
+            "SELECT query FROM pg_stat_activity WHERE application_name = 'pgjobs worker listen'"
+        ).fetchone()
+        assert row is not None, "no listening connection"
+        return str(row[0])
+
+    assert listener_statement().startswith("LISTEN")
+    first = app.enqueue("noop")  # may find the worker still busy starting: either path
+    assert ended(pgjobs_conn, first.id, timeout=10)["status"] == "succeeded"
+    for _ in range(2):  # now idle: answered on the listening connection, which listens again
+        job = app.enqueue("noop")
+        assert ended(pgjobs_conn, job.id, timeout=10)["status"] == "succeeded"
+        assert ".claim(" in listener_statement()
+    running.stop()
+
+
 def test_plain_sql_insert_wakes_the_worker(
     app: pgjobs.App, start: Callable[..., Running], pgjobs_conn: Conn
 ) -> None:

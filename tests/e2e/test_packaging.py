@@ -29,7 +29,10 @@ def test_wheel_ships_cli_migrations_and_sql(tmp_path: Path) -> None:
         "pgjobs/migrations/env.py",
         "pgjobs/migrations/script.py.mako",
         "pgjobs/migrations/versions/__init__.py",
-        "pgjobs/migrations/versions/0001_initial.py",
+        *(
+            f"pgjobs/migrations/versions/{p.name}"
+            for p in (REPO / "migrations/versions").glob("0*.py")
+        ),
         "pgjobs/sql/claim.sql",
         "pgjobs/sql/claim_lock_limited.sql",
         "pgjobs/testing/plugin.py",

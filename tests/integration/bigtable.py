@@ -104,28 +104,48 @@ def explain_function(
 CLAIM_PARAMETERS = ("served_queues", "max_jobs", "worker", "lease_seconds")
 
 
-def explain_claim(
-    conn: psycopg.Connection[Any], schema: str, queues: list[str] | None
-) -> dict[str, Any]:
-    """EXPLAIN the body of the claim() function, run as the worker runs it (JIT off)."""
+def claim_statements(conn: psycopg.Connection[Any], schema: str) -> dict[str, str]:
+    """The two statements of the claim() function: "lean" (no queue paused or limited) and
+    "full" (the rest), as the PL/pgSQL wrapper runs them."""
     row = conn.execute(
         "SELECT prosrc FROM pg_proc WHERE proname = 'claim' AND pronamespace = %s::regnamespace",
         (schema,),
     ).fetchone()
     assert row is not None
-    # The statement the PL/pgSQL wrapper runs, its parameters renamed to placeholders.
-    body = row[0].split("RETURN QUERY", 1)[1].rsplit(";", 1)[0]
+    parts = str(row[0]).split("RETURN QUERY")
+    assert len(parts) == 3, "claim() has a lean and a full statement"
+    return {"lean": parts[1].split(";", 1)[0], "full": parts[2].rsplit(";", 1)[0]}
+
+
+def prepare_claim(conn: psycopg.Connection[Any], schema: str, statement: str) -> str:
+    """PREPARE one statement of claim() on ``conn``; returns its name (DEALLOCATE it)."""
+    body = claim_statements(conn, schema)[statement]
     for number, parameter in enumerate(CLAIM_PARAMETERS, start=1):
         body = re.sub(rf"(?<![.\w]){parameter}(?!\w)", f"${number}", body)
-    name = f"explain_claim_{uuid.uuid4().hex[:6]}"
+    name = f"claim_{statement}_{uuid.uuid4().hex[:6]}"
     conn.execute(f"PREPARE {name}(text[], integer, uuid, double precision) AS {body}")
+    return name
+
+
+def claim_call(name: str, queues: list[str] | None, limit: int) -> psycopg.sql.Composed:
+    return psycopg.sql.SQL("EXECUTE {}({}::text[], {}, {}::uuid, 30.0)").format(
+        psycopg.sql.Identifier(name),
+        psycopg.sql.Literal(queues),
+        psycopg.sql.Literal(limit),
+        psycopg.sql.Literal(str(uuid.uuid4())),
+    )
+
+
+def explain_claim(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    queues: list[str] | None,
+    statement: str = "lean",
+) -> dict[str, Any]:
+    """EXPLAIN one statement of the claim() function, run as the worker runs it (JIT off)."""
+    name = prepare_claim(conn, schema, statement)
     try:
-        call = psycopg.sql.SQL("EXECUTE {}({}::text[], {}, {}::uuid, 30.0)").format(
-            psycopg.sql.Identifier(name),
-            psycopg.sql.Literal(queues),
-            psycopg.sql.Literal(CLAIM_LIMIT),
-            psycopg.sql.Literal(str(uuid.uuid4())),
-        )
+        call = claim_call(name, queues, CLAIM_LIMIT)
         with conn.transaction(force_rollback=True):
             # As the function runs it: JIT off, and the generic plan made once per connection.
             conn.execute("SET LOCAL jit = off")

@@ -14,11 +14,13 @@ from bigtable import (
     CLAIM_LIMIT,
     DUE,
     RUNNING,
+    claim_call,
     explain_claim,
     explain_function,
     explain_generic,
     fill,
     jobs_touched,
+    prepare_claim,
 )
 
 from pgjobs import db
@@ -41,11 +43,12 @@ def big(pgjobs_databases: DatabaseFactory) -> Iterator[psycopg.Connection[Any]]:
     pgjobs_databases.drop(dsn)
 
 
+@pytest.mark.parametrize("statement", ["lean", "full"])
 @pytest.mark.parametrize("queues", [None, ["default"], ["default", "emails", "held", "none"]])
 def test_claim_touches_only_what_it_claims(
-    big: psycopg.Connection[Any], queues: list[str] | None
+    big: psycopg.Connection[Any], queues: list[str] | None, statement: str
 ) -> None:
-    plan = explain_claim(big, "pgjobs", queues)
+    plan = explain_claim(big, "pgjobs", queues, statement)
     seen = jobs_touched(plan)
     assert seen["seq_scans"] == 0, seen
     # jobs_running_idx appears in the plan for limited queues (none here: never executed).
@@ -85,13 +88,51 @@ def test_oldest_ready_age_reads_one_row_per_level(big: psycopg.Connection[Any]) 
     assert age is not None and 60 <= age[0] < 600
 
 
+@pytest.mark.parametrize("limit", [1, 7, 250])
+@pytest.mark.parametrize("queues", [None, ["emails"], ["default", "emails", "none"]])
+def test_the_lean_claim_takes_the_jobs_the_full_one_would(
+    pgjobs_conn: psycopg.Connection[Any], queues: list[str] | None, limit: int
+) -> None:
+    """claim() runs its lean statement when no queue is paused or limited (migration 0002):
+    it must pick exactly the rows, in the order, that the full statement picks then."""
+    conn = pgjobs_conn
+    conn.execute(
+        """INSERT INTO pgjobs.jobs (task, queue, priority, not_before, max_attempts)
+           SELECT 't', (ARRAY['default', 'emails', 'other'])[g % 3 + 1], g % 4 - 1,
+                  now() + (g % 5 - 3) * interval '1 minute', 3
+             FROM generate_series(1, 300) AS g"""
+    )
+    names = {s: prepare_claim(conn, "pgjobs", s) for s in ("lean", "full")}
+    try:
+        picked = {}
+        for statement, name in names.items():
+            with conn.transaction(force_rollback=True):
+                rows = conn.execute(claim_call(name, queues, limit)).fetchall()
+            picked[statement] = [(r[0], r[1], r[4]) for r in rows]  # id, queue, priority
+        due = {None: 240, "emails": 80, "default,emails,none": 160}  # 4 of 5 start times due
+        assert len(picked["lean"]) == min(limit, due[",".join(queues) if queues else None])
+        assert picked["lean"] == picked["full"]
+    finally:
+        for name in names.values():
+            conn.execute(f"DEALLOCATE {name}")
+
+
+def test_claim_skips_a_paused_queue_with_the_full_statement(big: psycopg.Connection[Any]) -> None:
+    """The fixture's 'held' queue is paused: claim() must not take its due jobs."""
+    with big.transaction(force_rollback=True):
+        queues = big.execute(
+            "SELECT DISTINCT queue FROM pgjobs.claim(ARRAY['held', 'default'], 1000, gen_random_uuid(), 30)"
+        ).fetchall()
+    assert queues == [("default",)]
+
+
 def test_claim_of_a_limited_queue_stays_cheap(big: psycopg.Connection[Any]) -> None:
     with big.transaction(force_rollback=True):
         big.execute(
             "INSERT INTO pgjobs.queues (name, concurrency_limit, rate_limit, rate_period)"
             " VALUES ('default', 100, 1000, '1 minute')"
         )
-        plan = explain_claim(big, "pgjobs", ["default", "emails"])
+        plan = explain_claim(big, "pgjobs", ["default", "emails"], "full")
     seen = jobs_touched(plan)
     assert seen["seq_scans"] == 0, seen
     # The concurrency budget counts the 50 running jobs of 'default' through jobs_running_idx.

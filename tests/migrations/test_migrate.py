@@ -162,8 +162,8 @@ def test_compat_refuses_an_unmigrated_database(empty_dsn: str) -> None:
 def test_compat_refuses_an_older_revision(
     pgjobs_conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(compat, "KNOWN_REVISIONS", ("0001", "0002"))
-    monkeypatch.setattr(compat, "MINIMUM_REVISION", "0002")
+    monkeypatch.setattr(compat, "KNOWN_REVISIONS", (*schema_version.KNOWN_REVISIONS, "0099"))
+    monkeypatch.setattr(compat, "MINIMUM_REVISION", "0099")
     with pytest.raises(SchemaTooOld, match="run `pgjobs migrate`"):
         compat.ensure_compatible(pgjobs_conn, "pgjobs")
 

@@ -563,6 +563,10 @@ class App:
             try:
                 if isinstance(spec, JobSpec):
                     name, args, options = spec.task, spec.args, spec.options
+                elif not isinstance(spec, Mapping):
+                    raise InvalidInput(
+                        f"each job is a JobSpec or a mapping with 'task', got {type(spec).__name__}"
+                    )
                 else:
                     values = dict(spec)
                     name = values.pop("task", None)

@@ -512,6 +512,8 @@ def test_prepare_many_names_the_position_of_a_bad_spec(
     with pytest.raises(InvalidInput) as info:
         list(app._prepare_many([{"args": {}}]))
     assert str(info.value) == "job #0: each job needs a 'task'"
+    with pytest.raises(InvalidInput, match=r"^job #1: each job is a JobSpec or a mapping"):
+        list(app._prepare_many([{"task": "t"}, "t"]))  # type: ignore[list-item]
     with pytest.raises(InvalidInput, match=r"^job #0: unknown enqueue option\(s\) bogus"):
         list(app._prepare_many([{"task": "t", "bogus": 1}]))
 

@@ -197,6 +197,18 @@ def _template_key(name: Any, options: client.EnqueueOptions | Mapping[str, Any])
     return key
 
 
+def _listed(specs: Any) -> Sequence[Any]:
+    """The specs of a bulk enqueue as a sequence (a generator is read once), or a clear
+    error when what was passed is not a collection of specs."""
+    if isinstance(specs, Mapping | JobSpec):
+        raise InvalidInput("enqueue_many takes a list of job specs, not a single one")
+    if isinstance(specs, Sequence) and not isinstance(specs, str | bytes):
+        return specs
+    if isinstance(specs, Iterable) and not isinstance(specs, str | bytes):
+        return list(specs)
+    raise InvalidInput(f"enqueue_many takes a list of job specs, got {type(specs).__name__}")
+
+
 def _check_if_idle(conn: psycopg.Connection[Any]) -> None:
     if time.monotonic() - _last_used.get(conn, 0.0) > CHECK_IDLE_SECONDS:
         ConnectionPool.check_connection(conn)
@@ -588,7 +600,7 @@ class App:
         input order, each job's id and whether it was an existing job holding the same
         dedupe key.
         """
-        specs = specs if isinstance(specs, Sequence) else list(specs)
+        specs = _listed(specs)
         jobs = self._prepare_many(specs)
         if connection is not None:
             target = client.as_target(connection)
@@ -599,7 +611,7 @@ class App:
     async def enqueue_many_async(
         self, specs: Iterable[JobSpec | Mapping[str, Any]], *, connection: Any = None
     ) -> list[client.Enqueued]:
-        specs = specs if isinstance(specs, Sequence) else list(specs)
+        specs = _listed(specs)
         jobs = self._prepare_many(specs)
         if connection is not None:
             return await client.enqueue_many_async(

@@ -317,7 +317,7 @@ class _Bulk:
             if job.dedupe_key is not None:
                 self.keyed.append((position, job_id, job))
             elif job.not_before is None and not job.delay:
-                yield (job_id, *job[:9])
+                yield db.copy_row(job_id, job, None)
             else:
                 self.explicit.append(db.copy_row(job_id, job, job.start_at(now)))
 

@@ -542,3 +542,9 @@ def test_unhashable_options_are_validated_every_time(app: pgjobs.App) -> None:
     assert (first.meta, second.meta) == ('{"k":1}', '{"k":2}')
     with pytest.raises(InvalidInput, match="meta"):
         app._prepare("t", None, {"meta": {"k": float("nan")}})
+
+
+@pytest.mark.parametrize("specs", [{"task": "t"}, "t", 5])
+def test_enqueue_many_refuses_what_is_not_a_list_of_specs(app: pgjobs.App, specs: Any) -> None:
+    with pytest.raises(InvalidInput, match=r"^enqueue_many takes a list of job specs"):
+        app.enqueue_many(specs)  # refused before any connection (the DSN is invalid)

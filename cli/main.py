@@ -22,6 +22,7 @@ from .info import info
 from .jobs import enqueue, jobs, status, wait
 from .migrate import migrate
 from .queues import queues
+from .schedules import schedules
 from .worker import worker
 
 EPILOG = """\b
@@ -32,6 +33,8 @@ Examples:
   pgjobs jobs ls --status failed          newest failed jobs
   pgjobs jobs retry --failed -q emails    put failed jobs back in their queue
   pgjobs queues                           ready, running, failed per queue
+  pgjobs queues pause emails              no job of the queue starts until resumed
+  pgjobs schedules add nightly "0 3 * * *" reports.nightly --tz Europe/Paris
   pgjobs info                             which database, schema revision, workers alive
 
 With no PGJOBS_DSN, pgjobs runs its own PostgreSQL (embedded) in PGJOBS_HOME.
@@ -54,7 +57,19 @@ def cli(log_format: str | None, log_level: str | None) -> None:
     log.configure(log_format, log_level)
 
 
-for command in (bench, embedded, enqueue, info, jobs, migrate, queues, status, wait, worker):
+for command in (
+    bench,
+    embedded,
+    enqueue,
+    info,
+    jobs,
+    migrate,
+    queues,
+    schedules,
+    status,
+    wait,
+    worker,
+):
     cli.add_command(command)
 
 

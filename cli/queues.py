@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from pgjobs import admin
+from pgjobs import admin, queue_control, validation
 from pgjobs.durations import format_duration
+from pgjobs.errors import InvalidInput
 
 from .options import checked_connection, database_options, settings_from
 from .output import echo_json, table
@@ -19,6 +22,7 @@ def queues(
     ctx: click.Context, as_json: bool, dsn: str | None, schema: str | None, home: str | None
 ) -> None:
     """Per queue: jobs ready, scheduled, running, succeeded, failed; oldest ready age.
+    Subcommands: pause, resume, limit.
 
     \b
     READY      due now and not blocked     SCHEDULED  due later
@@ -54,3 +58,73 @@ def queues(
             for s in stats
         ],
     )  # fmt: skip
+
+
+@queues.command("pause")
+@click.argument("queue")
+@database_options
+def pause(queue: str, dsn: str | None, schema: str | None, home: str | None) -> None:
+    """Stop starting jobs of QUEUE (it keeps accepting them; running ones finish)."""
+    settings = settings_from(dsn, schema, home)
+    with checked_connection(settings) as conn:
+        queue_control.set_paused(conn, settings.schema, queue, True)
+    click.echo(f"queue {queue} paused: its jobs wait until 'pgjobs queues resume {queue}'")
+
+
+@queues.command("resume")
+@click.argument("queue")
+@database_options
+def resume(queue: str, dsn: str | None, schema: str | None, home: str | None) -> None:
+    """Start jobs of QUEUE again."""
+    settings = settings_from(dsn, schema, home)
+    with checked_connection(settings) as conn:
+        queue_control.set_paused(conn, settings.schema, queue, False)
+    click.echo(f"queue {queue} resumed")
+
+
+LIMIT_EPILOG = """\b
+Examples:
+  pgjobs queues limit partner-api --concurrency 2      at most 2 running at once
+  pgjobs queues limit partner-api --rate 2/s           at most 2 starts in any second
+  pgjobs queues limit reports --rate 100/m --concurrency 5
+  pgjobs queues limit partner-api --concurrency none   remove the concurrency limit
+\b
+Enforced by the claim in the database, across every worker and machine. A job whose lease
+expired (its worker died) no longer holds a slot.
+"""
+
+
+@queues.command("limit", epilog=LIMIT_EPILOG)
+@click.argument("queue")
+@click.option("--concurrency", metavar="N|none", help="Jobs of QUEUE running at once, at most.")
+@click.option("--rate", metavar="N/PERIOD|none", help="Starts per period, e.g. 2/s, 100/m, 5/10s.")
+@database_options
+def limit(
+    queue: str, concurrency: str | None, rate: str | None, dsn: str | None, schema: str | None,
+    home: str | None,
+) -> None:  # fmt: skip
+    """Limit how many jobs of QUEUE run at once and how often they start."""
+    changes: dict[str, Any] = {}
+    try:
+        if concurrency is not None:
+            changes["concurrency"] = (
+                None
+                if concurrency.lower() == "none"
+                else queue_control.parse_concurrency(concurrency)
+            )
+        if rate is not None:
+            changes["rate"] = None if rate.lower() == "none" else queue_control.parse_rate(rate)
+        if not changes:
+            raise InvalidInput(
+                "give --concurrency N, --rate N/PERIOD, or both ('none' removes one)"
+            )
+        validation.queue_name(queue)
+    except InvalidInput as exc:
+        raise click.UsageError(str(exc)) from None
+    settings = settings_from(dsn, schema, home)
+    with checked_connection(settings) as conn:
+        queue_control.set_limits(conn, settings.schema, queue, **changes)
+    described = ", ".join(
+        f"{key} {'none' if value is None else value}" for key, value in changes.items()
+    )
+    click.echo(f"queue {queue}: {described}")

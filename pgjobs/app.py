@@ -40,6 +40,7 @@ from pgjobs.errors import (
     WaitTimeout,
 )
 from pgjobs.registry import JobSpec, Task, check_options
+from pgjobs.schedules import Schedule
 from pgjobs.types import JobRecord, JobStatus
 from pgjobs.validation import MAX_ARGS_BYTES_DEFAULT
 
@@ -262,6 +263,8 @@ class App:
         self.settings = Settings.from_env(dsn=dsn, schema=schema, home=home)
         self.max_args_bytes = max_args_bytes or max_args_bytes_setting()
         self.tasks: dict[str, Task[Any, Any]] = {}
+        #: Cron schedules declared with :meth:`periodic`, stored by workers at start.
+        self.schedules: dict[str, Schedule] = {}
         self._templates: dict[Any, tuple[db.NewJob, Task[Any, Any] | None]] = {}
         #: Middleware hooks in registration order, and the same split by kind (computed once:
         #: the worker reads them for every job).
@@ -362,6 +365,45 @@ class App:
             self.async_middlewares if inspect.isasyncgenfunction(hook) else self.sync_middlewares
         ).append(hook)
         return hook
+
+    def periodic(
+        self,
+        cron: str,
+        *,
+        name: str | None = None,
+        args: Mapping[str, Any] | None = None,
+        timezone: str = "UTC",
+        missed: str = "skip",
+        overlap: str = "allow",
+        queue: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+    ) -> Callable[[Any], Any]:
+        """Run a task on a cron schedule, declared in code and stored by every worker at
+        start (see :mod:`pgjobs.schedules`)::
+
+            @app.periodic("0 3 * * *", timezone="Europe/Paris", missed="run_once")
+            @app.task()
+            def nightly_report() -> None: ...
+
+        Applied to a plain function, it registers the task too. ``name`` defaults to the
+        task's name; ``args`` are the jobs' keyword arguments. Each fire time gives exactly
+        one job whose ``not_before`` is that time, however many workers run.
+        """
+
+        def declare(target: Any) -> Any:
+            task = target if isinstance(target, Task) else self.task(target)
+            schedule = Schedule(
+                name=name or task.name, cron=cron, task=task.name, args=dict(args or {}),
+                timezone=timezone, queue=queue, priority=priority, max_attempts=max_attempts,
+                missed=missed, overlap=overlap, source="code",
+            )  # fmt: skip
+            if schedule.name in self.schedules:
+                raise InvalidInput(f"schedule {schedule.name!r} is declared twice")
+            self.schedules[schedule.name] = schedule
+            return target
+
+        return declare
 
     # --- connections ----------------------------------------------------------------
 

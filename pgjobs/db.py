@@ -398,7 +398,11 @@ def next_due(schema: str, queues: list[str] | None) -> Call[datetime | None]:
 @dataclass(frozen=True)
 class Tick:
     limited: bool
+    #: Some served queue has a rate limit (a claim held back by it arms a timer).
+    rate_limited: bool
     forgotten: int
+    #: Earliest fire time of an active cron schedule.
+    next_fire_at: datetime | None
 
 
 def worker_tick(
@@ -425,7 +429,21 @@ def worker_tick(
             "info": info,
             "forget_after": forget_after,
         },
-        lambda rows: Tick(bool(rows[0]["limited"]), int(rows[0]["forgotten"])),
+        lambda rows: Tick(
+            bool(rows[0]["limited"]),
+            bool(rows[0]["rate_limited"]),
+            int(rows[0]["forgotten"]),
+            rows[0]["next_fire_at"],
+        ),
+    )
+
+
+def rate_window(schema: str, queues: list[str] | None) -> Call[float | None]:
+    """When a rate-limited queue holding back due jobs can start one again (epoch seconds)."""
+    return Call(
+        queries.query("rate_window", schema),
+        {"queues": queues},
+        lambda rows: rows[0]["at"] if rows else None,
     )
 
 

@@ -40,11 +40,18 @@ class Finished:
 
 class Completer:
     def __init__(
-        self, schema: str, connection: Reconnecting, *, on_fenced: Callable[[db.Outcome], None]
+        self,
+        schema: str,
+        connection: Reconnecting,
+        *,
+        on_fenced: Callable[[db.Outcome], None],
+        on_written: Callable[[], None] = lambda: None,
     ) -> None:
         self.schema = schema
         self.connection = connection
         self.on_fenced = on_fenced
+        #: Called after each batch is committed (slots of limited queues are free from then).
+        self.on_written = on_written
         self._pending: list[Finished] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -122,6 +129,7 @@ class Completer:
                 self.on_fenced(item.outcome)
             if item.done is not None and not item.done.done():
                 item.done.set_result(status)
+        self.on_written()
 
     async def _flush(self, batch: list[Finished]) -> dict[int, JobStatus]:
         if not any(item.follow_ups for item in batch):

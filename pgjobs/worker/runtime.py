@@ -37,6 +37,7 @@ from pgjobs.worker.config import (
 from pgjobs.worker.connections import Reconnecting
 from pgjobs.worker.context import JobContext, LeaseLost
 from pgjobs.worker.executor import Executor, Run
+from pgjobs.worker.scheduler import Scheduler
 
 EXIT_OK = 0
 EXIT_FORCED = 130
@@ -79,6 +80,10 @@ class Worker:
         self._more_likely = False
         self._timer_at: float | None = None
         self._limited = False
+        self._rate_limited = False
+        #: A claim took fewer jobs than it could while a rate-limited queue is served: ask
+        #: when the rate lets the next start in (see rate_window.sql).
+        self._check_rate = False
         #: Claims are serialised (free slots are counted once), whichever connection runs them.
         self._claiming = asyncio.Lock()
         #: Set by a notification that the listener answers itself with a claim (see _listen).
@@ -88,6 +93,7 @@ class Worker:
         self._tasks: list[asyncio.Task[Any]] = []
         self._job_tasks: set[asyncio.Task[None]] = set()
         self._keeper_wake: asyncio.Event | None = None
+        self.scheduler = Scheduler(self.schema, list(app.schedules.values()))
         self._stop_requested_at: float | None = None
         self._abandoned_threads = 0
         self._parent_pid = os.getppid()
@@ -126,8 +132,9 @@ class Worker:
         self.claimer = self._connection("claim")
         self.keeper_conn = self._connection("keeper")
         self.completer = Completer(
-            self.schema, self._connection("complete"), on_fenced=self._fenced
-        )
+            self.schema, self._connection("complete"), on_fenced=self._fenced,
+            on_written=self._slots_freed,
+        )  # fmt: skip
         self.executor = Executor(
             self.config.concurrency, self.completer.submit, log_jobs=self.config.log_jobs
         )
@@ -245,6 +252,8 @@ class Worker:
         while not self._stopping:
             if self.config.max_jobs is not None and self.claimed_total >= self.config.max_jobs:
                 break
+            if self._check_rate:
+                await self._arm_rate_window()
             now = time.monotonic()
             timer_due = self._timer_at is not None and now >= self._timer_at
             free = self._free_slots()
@@ -257,6 +266,8 @@ class Worker:
                 self._more_likely = len(jobs) == free
                 for job in jobs:
                     self._start(job)
+                if self._check_rate:
+                    await self._arm_rate_window()
                 if timer_due:
                     await self._arm_next_due()
                 if not jobs and self.config.burst and not self.running:
@@ -305,10 +316,29 @@ class Worker:
         }  # fmt: skip
         if self._limited:
             jobs = await db.claim_async(conn, self.schema, **args)
+            self._check_rate = self._rate_limited and len(jobs) < limit
         else:
             jobs = await db.run_async(conn, db.claim_call(self.schema, **args))
         self.claimed_total += len(jobs)
         return jobs
+
+    def _slots_freed(self) -> None:
+        """Outcomes were written: a limited queue's jobs held back by its concurrency limit
+        may start now (nothing else would tell, the finish notifies only requeued jobs)."""
+        if self._limited:
+            self._woken = True
+            self.kick()
+
+    async def _arm_rate_window(self) -> None:
+        self._check_rate = False
+        try:
+            async with self.claimer.use() as conn:
+                at = await db.run_async(conn, db.rate_window(self.schema, self.config.queues))
+        except psycopg.OperationalError as exc:
+            self.log.warning("rate_window.failed", error=one_line(exc))
+            return
+        if at is not None:
+            self.arm_timer(at)
 
     def _start(self, job: db.ClaimedJob) -> None:
         run = Run(JobContext(job, self.app, self), self.app.tasks.get(job.task))
@@ -402,6 +432,13 @@ class Worker:
         if channel == db.control_channel(self.schema):
             for job_id in data.get("cancel", ()):
                 self._cancel(job_id)
+            if data.get("limited"):
+                # a queue gained a limit: serialise claims from now on
+                self._limited = self._rate_limited = True
+            if data.get("schedules"):
+                self.scheduler.changed()
+                if self._keeper_wake is not None:
+                    self._keeper_wake.set()
             return
         if not self._serves(data.get("queue")):
             return
@@ -469,6 +506,9 @@ class Worker:
                     await self._tick()
                     await self._rescue()
                     self._check_health()
+                if self.scheduler.seconds_until_due() == 0.0 and not self._stopping:
+                    async with self.keeper_conn.use() as conn:
+                        await self.scheduler.run_pass(conn)
                 await self._write_progress()
             except psycopg.OperationalError as exc:
                 self.log.warning("keeper.db_error", error=one_line(exc))
@@ -480,13 +520,15 @@ class Worker:
                 self.log.exception("keeper.failed")
                 await asyncio.sleep(1)
             wake = min(next_heartbeat, next_tick) - time.monotonic()
+            if (fire_in := self.scheduler.seconds_until_due()) is not None:
+                wake = min(wake, fire_in)
             if any(r.context.progress != r.context.progress_written for r in self.running.values()):
                 wake = min(wake, PROGRESS_INTERVAL)
             assert self._keeper_wake is not None
             self._keeper_wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._keeper_wake.wait(), max(wake, 0.05))
-            if self._keeper_wake.is_set():
+            if self._keeper_wake.is_set() and not self.scheduler.dirty:
                 # Fresh progress: write it after a short pause that coalesces a burst of calls.
                 await asyncio.sleep(PROGRESS_INTERVAL)
 
@@ -536,6 +578,8 @@ class Worker:
                 ),
             )  # fmt: skip
         self._limited = tick.limited
+        self._rate_limited = tick.rate_limited
+        self.scheduler.learn(tick.next_fire_at)
 
     async def _rescue(self) -> None:
         async with self.keeper_conn.use() as conn:

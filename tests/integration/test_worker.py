@@ -11,63 +11,13 @@ from typing import Any
 
 import psycopg
 import pytest
+from workers import Running
 
 import pgjobs
 from pgjobs.testing import wait_for
-from pgjobs.worker.config import WorkerConfig
-from pgjobs.worker.runtime import Worker
 
 Conn = psycopg.Connection[Any]
 FAST = pgjobs.RetryPolicy.of(base="0.05s", maximum="0.2s", jitter=0)
-
-
-class Running:
-    """A worker in a background thread, stopped (gracefully) at the end of the test."""
-
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-        self.code: int | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        self.code = self.worker.run()
-
-    def stop(self, timeout: float = 30) -> int | None:
-        wait_for(lambda: self.worker._kick is not None, message="worker never started")
-        self.worker.loop.call_soon_threadsafe(self.worker.stop)
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "worker did not stop"
-        return self.code
-
-    def join(self, timeout: float = 30) -> int | None:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "worker did not exit by itself"
-        return self.code
-
-
-@pytest.fixture
-def app(pgjobs_dsn: str) -> Iterator[pgjobs.App]:
-    app = pgjobs.App(pgjobs_dsn)
-    yield app
-    app.close()
-
-
-@pytest.fixture
-def start(app: pgjobs.App) -> Iterator[Callable[..., Running]]:
-    started: list[Running] = []
-
-    def start_worker(**options: Any) -> Running:
-        options.setdefault("tick_interval", 0.5)
-        options.setdefault("log_jobs", False)
-        running = Running(Worker(app, WorkerConfig(**options)))
-        started.append(running)
-        return running
-
-    yield start_worker
-    for running in started:
-        if running.thread.is_alive():
-            running.stop()
 
 
 def status_of(conn: Conn, job_id: int) -> dict[str, Any]:

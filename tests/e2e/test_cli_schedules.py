@@ -1,0 +1,124 @@
+"""End to end: ``pgjobs schedules`` and ``pgjobs queues pause|resume|limit`` as a user runs
+them; every refused input is one error line and stores nothing."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from test_cli_jobs import Cli, CliRunner, assert_error, assert_ok
+
+Conn = psycopg.Connection[Any]
+
+
+@pytest.fixture
+def cli(run_cli: CliRunner, pgjobs_dsn: str) -> Cli:
+    return Cli(run_cli, pgjobs_dsn)
+
+
+def schedule_rows(conn: Conn) -> list[tuple[Any, ...]]:
+    return conn.execute(
+        "SELECT name, cron, timezone, task, args, queue, priority, missed, overlap, paused"
+        " FROM pgjobs.schedules ORDER BY name"
+    ).fetchall()
+
+
+def test_schedules_add_ls_pause_resume_rm(cli: Cli, pgjobs_conn: Conn) -> None:
+    result = cli(
+        "schedules", "add", "nightly", "30 2 * * *", "reports.nightly", '{"full": true}',
+        "-q", "reports", "-p", "5", "--tz", "Europe/Paris", "--missed", "run_once",
+        "--overlap", "skip",
+    )  # fmt: skip
+    assert_ok(result)
+    assert result.stdout.startswith("schedule nightly added: next fire 20")
+    assert schedule_rows(pgjobs_conn) == [
+        ("nightly", "30 2 * * *", "Europe/Paris", "reports.nightly", {"full": True}, "reports",
+         5, "run_once", "skip", False),
+    ]  # fmt: skip
+    listed = cli("schedules", "ls")
+    assert_ok(listed)
+    assert "nightly" in listed.stdout and "Europe/Paris" in listed.stdout
+    as_json = cli("schedules", "--json")
+    assert_ok(as_json)
+    (entry,) = json.loads(as_json.stdout)
+    assert entry["name"] == "nightly" and entry["next_fire_at"] and entry["source"] == "cli"
+
+    assert_ok(cli("schedules", "pause", "nightly"))
+    assert schedule_rows(pgjobs_conn)[0][-1] is True
+    assert "paused" in cli("schedules", "ls").stdout
+    assert_ok(cli("schedules", "resume", "nightly"))
+    assert schedule_rows(pgjobs_conn)[0][-1] is False
+
+    assert_error(
+        cli("schedules", "add", "nightly", "0 * * * *", "other"), 2, "exists already", "--replace"
+    )
+    assert schedule_rows(pgjobs_conn)[0][1] == "30 2 * * *"
+    assert_ok(cli("schedules", "add", "nightly", "0 * * * *", "other", "--replace"))
+    assert schedule_rows(pgjobs_conn)[0][1:4] == ("0 * * * *", "UTC", "other")
+
+    assert_ok(cli("schedules", "rm", "nightly"))
+    assert schedule_rows(pgjobs_conn) == []
+    assert "no schedules" in cli("schedules").stdout
+    assert_error(cli("schedules", "rm", "nightly"), 1, "no schedule named 'nightly'")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["bad", "*/0 * * * *", "t"], "invalid cron expression"),
+        (["bad", "61 * * * *", "t"], "invalid cron expression"),
+        (["bad", "* * * * *", "t", "--tz", "Mars/Olympus"], "unknown time zone"),
+        (["bad", "* * * * *", "t", "[1, 2]"], "args must be a JSON object"),
+        (["bad", "* * * * *", "bad task"], "invalid task name"),
+        (["bad name", "* * * * *", "t"], "invalid schedule name"),
+        (["bad", "* * * * *", "t", "-p", "5000"], "out of range"),
+        (["bad", "* * * * *", "t", "--missed", "always"], "'always' is not one of"),
+    ],
+)
+def test_bad_schedules_are_one_line_and_store_nothing(
+    cli: Cli, pgjobs_conn: Conn, args: list[str], fragment: str
+) -> None:
+    assert_error(cli("schedules", "add", *args), 2, fragment)
+    assert schedule_rows(pgjobs_conn) == []
+
+
+def queue_row(conn: Conn, name: str) -> tuple[Any, ...] | None:
+    return conn.execute(
+        "SELECT paused, concurrency_limit, rate_limit, rate_period FROM pgjobs.queues"
+        " WHERE name = %s",
+        (name,),
+    ).fetchone()
+
+
+def test_queues_pause_resume_limit(cli: Cli, pgjobs_conn: Conn) -> None:
+    assert_ok(cli("queues", "pause", "emails"))
+    assert queue_row(pgjobs_conn, "emails") == (True, None, None, None)
+    assert "paused" in cli("queues").stdout
+    assert_ok(cli("queues", "resume", "emails"))
+    assert_ok(cli("queues", "limit", "emails", "--concurrency", "2", "--rate", "100/m"))
+    assert queue_row(pgjobs_conn, "emails") == (False, 2, 100, timedelta(minutes=1))
+    shown = cli("queues")
+    assert "concurrency 2" in shown.stdout and "rate 100/1m" in shown.stdout
+    assert_ok(cli("queues", "limit", "emails", "--rate", "none"))
+    assert queue_row(pgjobs_conn, "emails") == (False, 2, None, None)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["api", "--rate", "0/s"], "invalid rate '0/s'"),
+        (["api", "--rate", "abc"], "invalid rate 'abc'"),
+        (["api", "--concurrency", "-1"], "invalid concurrency limit"),
+        (["api", "--concurrency", "0"], "invalid concurrency limit"),
+        (["api"], "give --concurrency N, --rate N/PERIOD"),
+        (["bad queue", "--concurrency", "2"], "invalid queue name"),
+    ],
+)
+def test_bad_limits_are_one_line_and_store_nothing(
+    cli: Cli, pgjobs_conn: Conn, args: list[str], fragment: str
+) -> None:
+    assert_error(cli("queues", "limit", *args), 2, fragment)
+    assert pgjobs_conn.execute("SELECT count(*) FROM pgjobs.queues").fetchone() == (0,)

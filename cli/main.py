@@ -21,6 +21,7 @@ from .embedded import embedded
 from .info import info
 from .jobs import enqueue, jobs, status, wait
 from .migrate import migrate
+from .prune import prune
 from .queues import queues
 from .schedules import schedules
 from .worker import worker
@@ -35,6 +36,7 @@ Examples:
   pgjobs queues                           ready, running, failed per queue
   pgjobs queues pause emails              no job of the queue starts until resumed
   pgjobs schedules add nightly "0 3 * * *" reports.nightly --tz Europe/Paris
+  pgjobs prune --older-than 7d            delete finished jobs (workers also do it)
   pgjobs info                             which database, schema revision, workers alive
 
 With no PGJOBS_DSN, pgjobs runs its own PostgreSQL (embedded) in PGJOBS_HOME.
@@ -57,19 +59,10 @@ def cli(log_format: str | None, log_level: str | None) -> None:
     log.configure(log_format, log_level)
 
 
-for command in (
-    bench,
-    embedded,
-    enqueue,
-    info,
-    jobs,
-    migrate,
-    queues,
-    schedules,
-    status,
-    wait,
-    worker,
-):
+COMMANDS = (
+    bench, embedded, enqueue, info, jobs, migrate, prune, queues, schedules, status, wait, worker,
+)  # fmt: skip
+for command in COMMANDS:
     cli.add_command(command)
 
 

@@ -100,3 +100,13 @@ DURATION = Parsed("duration", parse_duration, timedelta)
 #: ISO 8601; without an offset, UTC.
 TIMESTAMP = Parsed("timestamp", parse_timestamp, datetime)
 JSON_OBJECT = JsonObject()
+
+
+def _keep(value: str | timedelta, *, field: str = "duration") -> timedelta | None:
+    if isinstance(value, str) and value.strip().lower() in ("forever", "never", "none"):
+        return None
+    return parse_duration(value, field=field)
+
+
+#: A retention age, or ``forever``.
+KEEP = Parsed("duration|forever", _keep, timedelta)

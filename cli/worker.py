@@ -24,7 +24,7 @@ from pgjobs.worker.config import (
 from pgjobs.worker.runtime import Worker
 from pgjobs.worker.supervisor import CHILD_ENV, Supervisor, child_command
 
-from .options import DURATION, database_options, settings_from
+from .options import DURATION, KEEP, database_options, settings_from
 
 EPILOG = """\b
 Examples:
@@ -142,13 +142,27 @@ def parse_queues(text: str | None) -> list[str] | None:
 @click.option(
     "--max-memory", metavar="SIZE", help="Recycle a process past this resident memory, e.g. 512MB."
 )
+@click.option(
+    "--keep", type=KEEP, default="7d", show_default=True,
+    help="Prune succeeded and cancelled jobs this long after they end ('forever': never).",
+)  # fmt: skip
+@click.option(
+    "--keep-failed", type=KEEP, default="30d", show_default=True,
+    help="Prune failed jobs this long after they end ('forever': never).",
+)  # fmt: skip
+@click.option(
+    "--prune-every", type=DURATION, default="1h", show_default=True,
+    help="How often the fleet prunes (one worker at a time, in small batches).",
+)  # fmt: skip
+@click.option("--no-prune", is_flag=True, help="This worker never prunes.")
 @database_options
 def worker(
     app_spec: str, queues: str | None, concurrency: int, burst: bool, max_jobs: int | None,
     grace: timedelta, lease: timedelta, listen_dsn: str | None, no_listen: bool,
     poll_interval: timedelta | None, quiet_jobs: bool, tick_interval: timedelta,
     processes: int, max_tasks_per_child: int | None, max_memory: str | None,
-    dsn: str | None, schema: str | None, home: str | None,
+    keep: timedelta | None, keep_failed: timedelta | None, prune_every: timedelta,
+    no_prune: bool, dsn: str | None, schema: str | None, home: str | None,
 ) -> None:  # fmt: skip
     """Run jobs: claim them, run their handlers, record their outcomes."""
     if processes > 1 and max_jobs is not None:
@@ -181,7 +195,10 @@ def worker(
         queues=parse_queues(queues), concurrency=concurrency, lease=lease.total_seconds(),
         grace=grace.total_seconds(), burst=burst, max_jobs=max_jobs, listen=not no_listen,
         listen_dsn=listen_dsn, log_jobs=not quiet_jobs, tick_interval=tick_interval.total_seconds(),
-        max_memory=memory_limit, supervised=supervised,
+        max_memory=memory_limit, supervised=supervised, prune=not no_prune,
+        keep=keep.total_seconds() if keep is not None else None,
+        keep_failed=keep_failed.total_seconds() if keep_failed is not None else None,
+        prune_every=prune_every.total_seconds(),
         poll_interval=poll_interval.total_seconds() if poll_interval is not None else None,
     )  # fmt: skip
     get_logger("pgjobs.cli").debug("worker.config", config=repr(config))

@@ -6,8 +6,10 @@ import os
 import re
 import resource
 from dataclasses import dataclass
+from datetime import timedelta
 
 from pgjobs.errors import InvalidInput
+from pgjobs.retention import KEEP_DEFAULT, KEEP_FAILED_DEFAULT, PRUNE_EVERY_DEFAULT, Policy
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
@@ -71,6 +73,11 @@ class WorkerConfig:
     max_memory: int | None = None
     #: True in a child of ``--processes``: stuck threads recycle the process.
     supervised: bool = False
+    #: Automatic pruning of finished jobs (see pgjobs.retention); None keeps them for ever.
+    prune: bool = True
+    keep: float | None = KEEP_DEFAULT.total_seconds()
+    keep_failed: float | None = KEEP_FAILED_DEFAULT.total_seconds()
+    prune_every: float = PRUNE_EVERY_DEFAULT.total_seconds()
 
     def __post_init__(self) -> None:
         if not 1 <= self.concurrency <= 10_000:
@@ -85,6 +92,19 @@ class WorkerConfig:
             raise InvalidInput("poll interval must be positive")
         if self.tick_interval <= 0:
             raise InvalidInput("tick interval must be positive")
+        if self.prune_every <= 0:
+            raise InvalidInput("prune interval must be positive")
+
+    @property
+    def retention(self) -> Policy | None:
+        """What this worker prunes, or None when it does not prune."""
+        if not self.prune:
+            return None
+        policy = Policy.of(
+            timedelta(seconds=self.keep) if self.keep is not None else None,
+            timedelta(seconds=self.keep_failed) if self.keep_failed is not None else None,
+        )
+        return policy if policy.keep else None
 
     @property
     def poll(self) -> float:

@@ -15,13 +15,13 @@ import signal
 import socket
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from pgjobs import __version__, db
+from pgjobs import __version__, db, retention
 from pgjobs.app import App
 from pgjobs.compat import ensure_compatible
 from pgjobs.connection import connect, one_line, resolve_dsn
@@ -94,6 +94,10 @@ class Worker:
         self._job_tasks: set[asyncio.Task[None]] = set()
         self._keeper_wake: asyncio.Event | None = None
         self.scheduler = Scheduler(self.schema, list(app.schedules.values()))
+        #: First pruning attempt at start, then one per interval (the fleet-wide gate in
+        #: pgjobs.settings makes most attempts a single cheap statement).
+        self._next_prune = time.monotonic()
+        self._pruning: asyncio.Task[None] | None = None
         self._stop_requested_at: float | None = None
         self._abandoned_threads = 0
         self._parent_pid = os.getppid()
@@ -506,6 +510,9 @@ class Worker:
                     await self._tick()
                     await self._rescue()
                     self._check_health()
+                if self._prune_due(now):
+                    self._pruning = asyncio.create_task(self._prune(), name="pgjobs-pruner")
+                    self._tasks.append(self._pruning)
                 if self.scheduler.seconds_until_due() == 0.0 and not self._stopping:
                     async with self.keeper_conn.use() as conn:
                         await self.scheduler.run_pass(conn)
@@ -580,6 +587,41 @@ class Worker:
         self._limited = tick.limited
         self._rate_limited = tick.rate_limited
         self.scheduler.learn(tick.next_fire_at)
+
+    def _prune_due(self, now: float) -> bool:
+        if self.config.retention is None or self._stopping or now < self._next_prune:
+            return False
+        if self._pruning is not None and not self._pruning.done():
+            return False
+        if self._pruning is not None:
+            self._tasks.remove(self._pruning)
+        self._next_prune = now + self.config.prune_every
+        return True
+
+    async def _prune(self) -> None:
+        """Prune finished jobs on a connection of its own (a long run must not hold up the
+        keeper's heartbeats), if no other worker did within the interval."""
+        policy = self.config.retention
+        assert policy is not None
+        connection = self._connection("prune")
+        try:
+            async with connection.use() as conn:
+                every = timedelta(seconds=self.config.prune_every)
+                if not await retention.claim_run(conn, self.schema, every, self.id):
+                    return
+                started = time.monotonic()
+                deleted = await retention.prune_async(
+                    conn, self.schema, policy, stop=lambda: self._stopping
+                )
+            if any(deleted.values()):
+                self.log.info(
+                    "jobs.pruned", seconds=round(time.monotonic() - started, 1),
+                    **{status.value: n for status, n in deleted.items()},
+                )  # fmt: skip
+        except psycopg.Error as exc:
+            self.log.warning("prune.failed", error=one_line(exc))
+        finally:
+            await connection.close()
 
     async def _rescue(self) -> None:
         async with self.keeper_conn.use() as conn:

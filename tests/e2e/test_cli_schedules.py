@@ -1,5 +1,5 @@
-"""End to end: ``pgjobs schedules`` and ``pgjobs queues pause|resume|limit`` as a user runs
-them; every refused input is one error line and stores nothing."""
+"""End to end: ``pgjobs schedules``, ``pgjobs queues pause|resume|limit`` and ``pgjobs prune``
+as a user runs them; every refused input is one error line and changes nothing."""
 
 from __future__ import annotations
 
@@ -122,3 +122,45 @@ def test_bad_limits_are_one_line_and_store_nothing(
 ) -> None:
     assert_error(cli("queues", "limit", *args), 2, fragment)
     assert pgjobs_conn.execute("SELECT count(*) FROM pgjobs.queues").fetchone() == (0,)
+
+
+def test_prune_deletes_old_finished_jobs_and_says_how_many(cli: Cli, pgjobs_conn: Conn) -> None:
+    ids = [cli.enqueue("t") for _ in range(4)]
+    pgjobs_conn.execute(
+        "UPDATE pgjobs.jobs SET status = s.status, attempts = 1,"
+        " finished_at = now() - interval '10 days'"
+        " FROM (VALUES (%s, 'succeeded'), (%s, 'cancelled'), (%s, 'failed')) AS s(id, status)"
+        " WHERE jobs.id = s.id::bigint",
+        ids[:3],
+    )
+    result = cli("prune")
+    assert_ok(result)
+    assert result.stdout.startswith("pruned 2 jobs"), result.stdout
+    left = {r[0] for r in pgjobs_conn.execute("SELECT id FROM pgjobs.jobs")}
+    assert left == {ids[2], ids[3]}, "failed jobs are kept unless named; queued ones always"
+    assert_ok(cli("prune", "--status", "failed", "--older-than", "30d"))
+    assert {r[0] for r in pgjobs_conn.execute("SELECT id FROM pgjobs.jobs")} == left
+    assert_ok(cli("prune", "--status", "failed", "--older-than", "1d"))
+    assert {r[0] for r in pgjobs_conn.execute("SELECT id FROM pgjobs.jobs")} == {ids[3]}
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--status", "queued"], "only finished jobs can be pruned"),
+        (["--status", "done"], "unknown status 'done'"),
+        (["--older-than", "soon"], "invalid older_than 'soon'"),
+        (["--older-than", "-1d"], "invalid older_than"),
+    ],
+)
+def test_bad_prune_options_are_one_line_and_delete_nothing(
+    cli: Cli, pgjobs_conn: Conn, args: list[str], fragment: str
+) -> None:
+    job = cli.enqueue("t")
+    pgjobs_conn.execute(
+        "UPDATE pgjobs.jobs SET status = 'succeeded', attempts = 1,"
+        " finished_at = now() - interval '10 days' WHERE id = %s",
+        (job,),
+    )
+    assert_error(cli("prune", *args), 2, fragment)
+    assert pgjobs_conn.execute("SELECT count(*) FROM pgjobs.jobs").fetchone() == (1,)

@@ -26,7 +26,7 @@ from .options import (
     database_options,
     settings_from,
 )
-from .output import ProgressLine, ago, echo_json, job_summary, table
+from .output import ProgressLine, ago, echo_json, job_summary, table, tree_lines
 
 ENQUEUE_EPILOG = """\b
 Examples:
@@ -35,6 +35,8 @@ Examples:
   pgjobs enqueue emails.welcome '{"user": 42}' --dedupe-key welcome:42
   pgjobs enqueue billing.charge '{"invoice": 7}' --at 2026-01-31T09:00:00+01:00
   pgjobs enqueue thumbnails.make '{"image": 3}' --wait --timeout 2m
+  pgjobs enqueue crm.sync '{"customer": 42}' --lock-key customer:42   one at a time per customer
+  pgjobs enqueue reports.merge --depends-on 12,15                      after 12 and 15 succeed
 
 Prints the new job's id alone on stdout (scripts: ID=$(pgjobs enqueue ...)).
 Queue, priority and max attempts default to the task's own settings, as
@@ -74,6 +76,13 @@ def _wait(settings: Settings, job_id: int, timeout: timedelta | None, as_json: b
         click.echo(json.dumps(result, sort_keys=True))
 
 
+def _ids(text: str, option: str) -> list[int]:
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise click.UsageError(f"{option}: give job ids separated by commas, e.g. 12,15")
+    return [int(p) for p in parts]
+
+
 @click.command(epilog=ENQUEUE_EPILOG)
 @click.argument("task")
 @click.argument("args", required=False, type=JSON_OBJECT, metavar="[ARGS_JSON]")
@@ -88,6 +97,11 @@ def _wait(settings: Settings, job_id: int, timeout: timedelta | None, as_json: b
 @click.option("--at", "at", type=TIMESTAMP, help="Start at this ISO 8601 time (no offset: UTC).")
 @click.option("--max-attempts", type=int, help="1..1000 (default: the task's, else 3).")
 @click.option("--dedupe-key", help="At most one unfinished job per key.")
+@click.option("--lock-key", help="At most one job with this key runs at a time, in enqueue order.")
+@click.option(
+    "--depends-on", metavar="ID[,ID]",
+    help="Start only after these jobs succeed (cancelled if one fails).",
+)  # fmt: skip
 @click.option("--callback", "callback_url", metavar="URL", help="POSTed the job when it ends.")
 @click.option(
     "--wait",
@@ -107,6 +121,8 @@ def enqueue(
     at: datetime | None,
     max_attempts: int | None,
     dedupe_key: str | None,
+    lock_key: str | None,
+    depends_on: str | None,
     callback_url: str | None,
     wait_for_it: bool,
     timeout: timedelta | None,
@@ -123,7 +139,8 @@ def enqueue(
     settings = settings_from(dsn, schema, home)
     options = client.EnqueueOptions(
         queue=queue, priority=priority, delay=delay, not_before=at, max_attempts=max_attempts,
-        dedupe_key=dedupe_key, callback_url=callback_url,
+        dedupe_key=dedupe_key, callback_url=callback_url, lock_key=lock_key,
+        depends_on=_ids(depends_on, "--depends-on") if depends_on is not None else None,
     )  # fmt: skip
     job = client.prepare(task, args or {}, options, max_args_bytes=max_args_bytes_setting())
     with checked_connection(settings) as conn:
@@ -377,3 +394,18 @@ def cancel_jobs(
         click.echo("no matching jobs")
     if refused:
         raise SystemExit(1)
+
+
+@jobs.command("tree")
+@click.argument("job_id", type=JOB_ID, metavar="ID")
+@database_options
+def tree(job_id: int, dsn: str | None, schema: str | None, home: str | None) -> None:
+    """The chain of job ID: its first ancestor and every job enqueued from it, with
+    statuses, durations and what each waits for."""
+    settings = settings_from(dsn, schema, home)
+    with checked_connection(settings) as conn:
+        root = admin.job_tree(conn, settings.schema, job_id)
+    if root is None:
+        raise NotFound(f"no job {job_id}")
+    for line in tree_lines(root, job_id):
+        click.echo(line)

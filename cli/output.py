@@ -9,8 +9,9 @@ from typing import Any
 
 import click
 
+from pgjobs.admin import TreeNode
 from pgjobs.durations import format_duration
-from pgjobs.types import JobRecord
+from pgjobs.types import JobRecord, JobStatus
 
 
 def echo_json(value: Any) -> None:
@@ -126,3 +127,42 @@ class ProgressLine:
             self.stream.write("\r\x1b[K")
             self.stream.flush()
             self.drawn = ""
+
+
+def _duration(job: JobRecord) -> str:
+    if job.started_at is None:
+        return ""
+    end = job.finished_at or datetime.now(timezone.utc)
+    return format_duration(end - job.started_at)
+
+
+def _tree_line(job: JobRecord, marked: bool) -> str:
+    parts = [f"#{job.id}", job.task, job.status.value]
+    duration = _duration(job)
+    if duration:
+        parts.append(duration)
+    waits = (job.meta or {}).get("depends_on")
+    if waits:
+        parts.append("after " + ", ".join(f"#{i}" for i in waits))
+    if job.status is JobStatus.QUEUED and job.blockers:
+        parts.append(f"(waiting for {job.blockers})")
+    if job.status in (JobStatus.FAILED, JobStatus.CANCELLED) and job.error:
+        parts.append("- " + job.error.strip().splitlines()[-1][:100])
+    line = "  ".join(parts)
+    return f"{line}   <-" if marked else line
+
+
+def tree_lines(root: TreeNode, marked: int) -> list[str]:
+    """The chain drawn with box characters, the asked-for job marked with ``<-``."""
+    lines = [_tree_line(root.job, root.job.id == marked)]
+
+    def walk(node: TreeNode, prefix: str) -> None:
+        for index, child in enumerate(node.children):
+            last = index == len(node.children) - 1
+            lines.append(
+                prefix + ("└─ " if last else "├─ ") + _tree_line(child.job, child.job.id == marked)
+            )
+            walk(child, prefix + ("   " if last else "│  "))
+
+    walk(root, "")
+    return lines

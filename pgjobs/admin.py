@@ -148,3 +148,55 @@ def queue_stats(conn: psycopg.Connection[Any], schema: str) -> list[QueueStats]:
     query = sql.SQL(QUEUE_STATS).format(schema=sql.Identifier(schema))
     with conn.cursor(row_factory=dict_row) as cursor:
         return [QueueStats(**row) for row in cursor.execute(query)]
+
+
+TREE_DEPTH_MAX = 100
+TREE_SIZE_MAX = 1000
+
+_TREE = """
+WITH RECURSIVE up(id, parent_id, depth) AS (
+    SELECT j.id, j.parent_id, 0 FROM {schema}.jobs AS j WHERE j.id = %(id)s
+    UNION ALL
+    SELECT p.id, p.parent_id, u.depth + 1
+      FROM up AS u JOIN {schema}.jobs AS p ON p.id = u.parent_id
+     WHERE u.depth < %(depth)s
+),
+root AS (SELECT u.id FROM up AS u ORDER BY u.depth DESC LIMIT 1),
+down(id, depth) AS (
+    SELECT r.id, 0 FROM root AS r
+    UNION ALL
+    SELECT c.id, d.depth + 1
+      FROM down AS d JOIN {schema}.jobs AS c ON c.parent_id = d.id
+     WHERE d.depth < %(depth)s
+)
+SELECT j.*, d.depth FROM (SELECT DISTINCT ON (id) id, depth FROM down ORDER BY id, depth) AS d
+  JOIN {schema}.jobs AS j ON j.id = d.id
+ ORDER BY j.id
+ LIMIT %(size)s
+"""
+
+
+@dataclass(frozen=True)
+class TreeNode:
+    job: JobRecord
+    depth: int
+    children: list[TreeNode]
+
+
+def job_tree(conn: psycopg.Connection[Any], schema: str, job_id: int) -> TreeNode | None:
+    """The chain of ``job_id``: its oldest ancestor (by ``parent_id``) and every descendant,
+    at most :data:`TREE_SIZE_MAX` jobs. Index lookups on the primary key and on parent_id."""
+    query = sql.SQL(_TREE).format(schema=sql.Identifier(schema))
+    with conn.cursor(row_factory=dict_row) as cursor:
+        rows = cursor.execute(
+            query, {"id": job_id, "depth": TREE_DEPTH_MAX, "size": TREE_SIZE_MAX}
+        ).fetchall()
+    if not rows:
+        return None
+    nodes = {row["id"]: TreeNode(JobRecord.from_row(row), row["depth"], []) for row in rows}
+    root = min(nodes.values(), key=lambda n: n.depth)
+    for node in nodes.values():
+        parent = nodes.get(node.job.parent_id or 0)
+        if parent is not None and node is not root:
+            parent.children.append(node)
+    return root

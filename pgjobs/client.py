@@ -47,6 +47,10 @@ class EnqueueOptions:
     callback_url: str | None = None
     parent_id: int | None = None
     meta: Mapping[str, Any] | None = None
+    #: At most one job with this key runs at a time, in enqueue order.
+    lock_key: str | None = None
+    #: Jobs that must succeed first; if one fails or is cancelled, this one is cancelled.
+    depends_on: Sequence[int] | None = None
 
     def merged(self, **overrides: Any) -> EnqueueOptions:
         values = {k: v for k, v in overrides.items() if v is not None}
@@ -103,7 +107,20 @@ def prepare_options(task: str, options: EnqueueOptions) -> db.NewJob:
         else None,
         parent_id=options.parent_id,
         meta=dumps(dict(options.meta), what="meta") if options.meta else None,
+        lock_key=validation.key(options.lock_key, "lock_key")
+        if options.lock_key is not None
+        else None,
+        depends_on=_dependencies(options),
     )
+
+
+def _dependencies(options: EnqueueOptions) -> tuple[int, ...] | None:
+    if options.depends_on is None:
+        return None
+    ids = validation.job_ids(options.depends_on, "depends_on")
+    if ids and options.dedupe_key is not None:
+        raise InvalidInput("depends_on and dedupe_key cannot be combined (yet): use one of them")
+    return ids or None
 
 
 # --- translating database errors --------------------------------------------------------
@@ -273,6 +290,14 @@ def as_async_target(obj: Any) -> AsyncTarget:
 # --- enqueue ----------------------------------------------------------------------------
 
 
+def _missing_dependencies(job: db.NewJob, existing: set[int]) -> InvalidInput:
+    missing = [i for i in job.depends_on or () if i not in existing]
+    return InvalidInput(
+        f"depends_on names job(s) that do not exist: {', '.join(map(str, missing))}"
+        " (never enqueued, or pruned)"
+    )
+
+
 def enqueue(target: Target, schema: str, job: db.NewJob) -> db.Inserted:
     call = db.enqueue(schema, job)
     try:
@@ -280,6 +305,9 @@ def enqueue(target: Target, schema: str, job: db.NewJob) -> db.Inserted:
             inserted = target.run(call)
             if inserted is not None:
                 return inserted
+            if job.depends_on:
+                existing = target.run(db.existing_ids(schema, job.depends_on))
+                raise _missing_dependencies(job, existing)
     except Exception as exc:
         raise translate(exc) from exc
     raise PgjobsError(f"dedupe key {job.dedupe_key!r} kept changing hands; try again")
@@ -292,6 +320,9 @@ async def enqueue_async(target: AsyncTarget, schema: str, job: db.NewJob) -> db.
             inserted = await target.run(call)
             if inserted is not None:
                 return inserted
+            if job.depends_on:
+                existing = await target.run(db.existing_ids(schema, job.depends_on))
+                raise _missing_dependencies(job, existing)
     except Exception as exc:
         raise translate(exc) from exc
     raise PgjobsError(f"dedupe key {job.dedupe_key!r} kept changing hands; try again")
@@ -310,11 +341,17 @@ class _Bulk:
         self.now = now
         self.explicit: list[tuple[Any, ...]] = []
         self.keyed: list[tuple[int, int, db.NewJob]] = []  # (position, id, job)
+        #: Rows the database must look at one by one (a lock key: its enqueue order; the
+        #: dependencies to lock and count): inserted singly, in order, in the transaction.
+        self.singles: list[tuple[int, db.NewJob]] = []
+        self.single_results: dict[int, Enqueued] = {}
 
     def direct_rows(self) -> Iterator[tuple[Any, ...]]:
         now = self.now
         for position, (job_id, job) in enumerate(zip(self.ids, self.jobs, strict=True)):
-            if job.dedupe_key is not None:
+            if job.lock_key is not None or job.depends_on:
+                self.singles.append((position, job))
+            elif job.dedupe_key is not None:
                 self.keyed.append((position, job_id, job))
             elif job.not_before is None and not job.delay:
                 yield db.copy_row(job_id, job, None)
@@ -337,6 +374,8 @@ class _Bulk:
         """Per input row: (id, existing). Also the rows whose key holder vanished in between,
         to enqueue again one by one."""
         out = [Enqueued(job_id, False) for job_id in self.ids]
+        for position, done in self.single_results.items():
+            out[position] = done
         retry: list[tuple[int, db.NewJob]] = []
         for position, job_id, job in self.keyed:
             if job_id in inserted:
@@ -420,6 +459,9 @@ def enqueue_many(
                 missing = bulk.missing_keys(inserted)
                 if missing:
                     holders = db.run(conn, db.dedupe_holders(schema, missing))
+            for position, job in bulk.singles:
+                single = enqueue(PsycopgTarget(conn), schema, job)
+                bulk.single_results[position] = Enqueued(single.record.id, single.existing)
         out, retry = bulk.result(inserted, holders)
         for position, job in retry:
             again = enqueue(target, schema, job)
@@ -458,6 +500,9 @@ async def enqueue_many_async(
                 missing = bulk.missing_keys(inserted)
                 if missing:
                     holders = await db.run_async(conn, db.dedupe_holders(schema, missing))
+            for position, job in bulk.singles:
+                single = await enqueue_async(AsyncPsycopgTarget(conn), schema, job)
+                bulk.single_results[position] = Enqueued(single.record.id, single.existing)
         out, retry = bulk.result(inserted, holders)
         for position, job in retry:
             again = await enqueue_async(target, schema, job)

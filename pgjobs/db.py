@@ -99,6 +99,10 @@ class NewJob(NamedTuple):
     not_before: datetime | None = None
     #: Start this long after the database's now() (used when not_before is None).
     delay: timedelta = timedelta(0)
+    #: At most one job of a lock key runs at a time, in enqueue order (migration 0003).
+    lock_key: str | None = None
+    #: Ids of jobs that must succeed before this one starts (sorted, without repeats).
+    depends_on: tuple[int, ...] | None = None
 
     def start_at(self, server_now: datetime) -> datetime | None:
         """The explicit start time for a bulk row, or None for "the database's now()"."""
@@ -120,6 +124,8 @@ def _params(job: NewJob) -> dict[str, Any]:
         "callback_url": job.callback_url,
         "parent_id": job.parent_id,
         "meta": job.meta,
+        "lock_key": job.lock_key,
+        "depends_on": list(job.depends_on) if job.depends_on is not None else None,
     }
 
 
@@ -157,6 +163,7 @@ def _new_record(job: NewJob, rows: list[tuple[Any, ...]]) -> Inserted:
         ),
         status=JobStatus.QUEUED, attempts=0, max_attempts=max_attempts,
         created_at=created_at, callback_url=job.callback_url, parent_id=job.parent_id,
+        lock_key=job.lock_key,
         meta=json.loads(job.meta) if job.meta is not None else None,
     )  # fmt: skip
     return Inserted(record, False)
@@ -167,7 +174,9 @@ _RETURNING_KNOWN = b"\nRETURNING j.id, j.created_at"
 
 #: Columns a single enqueue sends only when they are set: a plain job is then the same short
 #: INSERT as a hand-written one (every parameter costs on both sides).
-_OPTIONAL_COLUMNS = ("queue", "priority", "max_attempts", "callback_url", "parent_id", "meta")
+_OPTIONAL_COLUMNS = (
+    "queue", "priority", "max_attempts", "callback_url", "parent_id", "meta", "lock_key",
+)  # fmt: skip
 
 
 @functools.lru_cache(maxsize=256)
@@ -191,7 +200,10 @@ def _insert_statement(schema: str, columns: tuple[str, ...], start: str, returni
 
 
 def enqueue(schema: str, job: NewJob) -> Call[Inserted | None]:
-    """Insert one job. With a dedupe key, ``None`` means: try again (see enqueue_dedupe.sql)."""
+    """Insert one job. With a dedupe key, ``None`` means: try again (see enqueue_dedupe.sql);
+    with dependencies, that one of them does not exist (see enqueue_dependent.sql)."""
+    if job.depends_on:
+        return Call(queries.query("enqueue_dependent", schema), _params(job), _first_inserted)
     if job.dedupe_key is not None:
         return Call(queries.query("enqueue_dedupe", schema), _params(job), _first_inserted)
     known = job.queue is not None and job.priority is not None and job.max_attempts is not None
@@ -209,6 +221,14 @@ def enqueue(schema: str, job: NewJob) -> Call[Inserted | None]:
         schema, columns, start, _RETURNING_KNOWN if known else _RETURNING_DEFAULTS
     )
     return Call(statement, params, lambda rows: _new_record(job, rows), tuples=True)
+
+
+def existing_ids(schema: str, ids: Sequence[int]) -> Call[set[int]]:
+    return Call(
+        queries.query("existing_ids", schema),
+        {"ids": list(ids)},
+        lambda rows: {row["id"] for row in rows},
+    )
 
 
 def get_job(schema: str, job_id: int) -> Call[JobRecord | None]:

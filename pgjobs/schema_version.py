@@ -14,7 +14,7 @@ query, no alembic import). A test keeps them in step with ``migrations/versions`
 
 from __future__ import annotations
 
-KNOWN_REVISIONS: tuple[str, ...] = ("0001", "0002")
+KNOWN_REVISIONS: tuple[str, ...] = ("0001", "0002", "0003")
 HEAD_REVISION: str = KNOWN_REVISIONS[-1]
 MINIMUM_REVISION: str = "0001"
 BREAKING_LEVEL: int = 1

@@ -93,3 +93,21 @@ def callback_url(value: Any) -> str:
             f"{URL_MAX} characters"
         )
     return value
+
+
+JOB_ID_MAX = 2**63 - 1
+DEPENDENCIES_MAX = 1000
+
+
+def job_ids(values: Any, field: str) -> tuple[int, ...]:
+    """Job ids (positive bigints), sorted, without repeats."""
+    if isinstance(values, str | bytes) or not hasattr(values, "__iter__"):
+        raise InvalidInput(f"{field} must be a list of job ids, got {values!r}")
+    ids = set()
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= JOB_ID_MAX:
+            raise InvalidInput(f"{field}: {value!r} is not a job id")
+        ids.add(value)
+    if len(ids) > DEPENDENCIES_MAX:
+        raise InvalidInput(f"{field}: at most {DEPENDENCIES_MAX} jobs")
+    return tuple(sorted(ids))

@@ -5,10 +5,10 @@
 WITH inserted AS (
     INSERT INTO {schema}.jobs AS j
            (task, args, queue, priority, not_before, max_attempts, dedupe_key, callback_url,
-            parent_id, meta)
+            parent_id, meta, lock_key)
     VALUES (%(task)s, %(args)s::jsonb, %(queue)s, %(priority)s,
             coalesce(%(not_before)s::timestamptz, now() + %(delay)s::interval), %(max_attempts)s, %(dedupe_key)s,
-            %(callback_url)s, %(parent_id)s, %(meta)s::jsonb)
+            %(callback_url)s, %(parent_id)s, %(meta)s::jsonb, %(lock_key)s)
     ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'running')
     DO NOTHING
     RETURNING j.*

@@ -17,7 +17,8 @@ from pgjobs.errors import InvalidInput
 from pgjobs.registry import JobSpec, Task
 
 KNOWN_OPTIONS = (
-    "callback_url, dedupe_key, delay, max_attempts, meta, not_before, parent_id, priority, queue"
+    "callback_url, dedupe_key, delay, depends_on, lock_key, max_attempts, meta, not_before, "
+    "parent_id, priority, queue"
 )
 
 

@@ -164,3 +164,46 @@ def test_bad_prune_options_are_one_line_and_delete_nothing(
     )
     assert_error(cli("prune", *args), 2, fragment)
     assert pgjobs_conn.execute("SELECT count(*) FROM pgjobs.jobs").fetchone() == (1,)
+
+
+def test_enqueue_with_dependencies_and_a_lock_key_then_the_tree(
+    cli: Cli, pgjobs_conn: Conn
+) -> None:
+    root = cli.enqueue("flow.root")
+    child = cli.enqueue("flow.child", "--lock-key", "customer:1")
+    pgjobs_conn.execute("UPDATE pgjobs.jobs SET parent_id = %s WHERE id = %s", (root, child))
+    merge = cli.enqueue("flow.merge", "--depends-on", f"{root},{child}")
+    pgjobs_conn.execute("UPDATE pgjobs.jobs SET parent_id = %s WHERE id = %s", (child, merge))
+    stored = pgjobs_conn.execute(
+        "SELECT blockers, meta->'depends_on' FROM pgjobs.jobs WHERE id = %s", (merge,)
+    ).fetchone()
+    assert stored == (2, [root, child])
+    waiting = cli.enqueue("flow.child", "--lock-key", "customer:1")
+    assert pgjobs_conn.execute(
+        "SELECT lock_waiting FROM pgjobs.jobs WHERE id = %s", (waiting,)
+    ).fetchone() == (True,)
+
+    shown = cli("jobs", "tree", str(child))
+    assert_ok(shown)
+    lines = shown.stdout.splitlines()
+    assert lines[0].startswith(f"#{root}  flow.root  queued")
+    assert lines[1].startswith(f"└─ #{child}  flow.child  queued") and lines[1].endswith("<-")
+    assert lines[2].startswith(f"   └─ #{merge}  flow.merge  queued")
+    assert f"after #{root}, #{child}" in lines[2] and "(waiting for 2)" in lines[2]
+    assert len(lines) == 3
+    assert_error(cli("jobs", "tree", "999999"), 1, "no job 999999")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--depends-on", "1,x"], "--depends-on: give job ids separated by commas"),
+        (["--depends-on", "999999"], "do not exist: 999999"),
+        (["--lock-key", ""], "lock_key must be a string of 1-512 characters"),
+    ],
+)
+def test_bad_flow_options_are_one_line_and_store_nothing(
+    cli: Cli, pgjobs_conn: Conn, args: list[str], fragment: str
+) -> None:
+    assert_error(cli("enqueue", "t", *args), 2, fragment)
+    assert pgjobs_conn.execute("SELECT count(*) FROM pgjobs.jobs").fetchone() == (0,)

@@ -1,0 +1,172 @@
+"""Dependencies between jobs and per-key serialisation (lock_key), enforced by triggers.
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-23
+
+A job counts in ``blockers`` the things it waits for; only jobs with ``blockers = 0`` are
+claimable (the ready index says so since 0001). Two kinds of blockers:
+
+- **Dependencies** (``pgjobs.job_dependencies``, filled at enqueue with ``depends_on``): one
+  per unfinished dependency. When a dependency succeeds, its dependents lose a blocker; when
+  it ends failed or cancelled, its queued dependents are cancelled with the reason, and
+  theirs in turn (the trigger fires again for each).
+- **Lock keys**: a job enqueued with a ``lock_key`` that an unfinished job holds waits
+  (``lock_waiting``, one blocker) until the job before it with that key ends; then the oldest
+  waiting job of the key is released. Enqueues and releases of one key are serialised by a
+  transaction-level advisory lock (safe behind pgbouncer in transaction mode), so two jobs of
+  one key never run at once and they run in enqueue order.
+
+Both act when a job *ends*, whatever ends it (a worker's completion, a cancel, the rescue of
+an expired lease, plain SQL): an ``AFTER UPDATE OF status`` trigger whose ``WHEN`` clause,
+evaluated in C, lets every other job through at no cost. ``has_dependents`` marks the jobs
+that have dependents, so the trigger does not look them up for every job.
+
+Additive: code that knows only 0001/0002 never sets the new columns and sees no change.
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+#: See script.py.mako: code older than a breaking revision refuses to run against it.
+breaking = False
+
+UPGRADE = r"""
+ALTER TABLE __S__.jobs
+    ADD COLUMN lock_waiting boolean NOT NULL DEFAULT false,
+    ADD COLUMN has_dependents boolean NOT NULL DEFAULT false;
+COMMENT ON COLUMN __S__.jobs.lock_waiting IS
+    'pgjobs: waits for the job before it with the same lock_key to end (counted in blockers)';
+COMMENT ON COLUMN __S__.jobs.has_dependents IS
+    'pgjobs: some job depends on this one (job_dependencies): its end updates them';
+
+-- Waiting jobs of a lock key, oldest first: the release takes the first.
+CREATE INDEX jobs_lock_waiting_idx ON __S__.jobs (lock_key, id)
+    WHERE lock_waiting AND status = 'queued';
+
+CREATE FUNCTION __S__.lock_key_id(key text) RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
+    SELECT hashtextextended('__S__.lock_key:' || key, 0)
+$fn$;
+
+-- A job enqueued behind an unfinished job of the same key waits for it. The advisory lock
+-- (transaction-level) serialises this check with other enqueues and releases of the key;
+-- each statement of this volatile function takes a fresh snapshot, so the check sees every
+-- job of the key committed before the lock was granted, and rows inserted earlier by the
+-- same command (a bulk enqueue).
+CREATE FUNCTION __S__.jobs_lock_key_wait() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    PERFORM pg_advisory_xact_lock(__S__.lock_key_id(NEW.lock_key));
+    IF EXISTS (SELECT 1 FROM __S__.jobs AS j
+                WHERE j.lock_key = NEW.lock_key AND j.status IN ('queued', 'running')) THEN
+        NEW.lock_waiting := true;
+        NEW.blockers := NEW.blockers + 1;
+    END IF;
+    RETURN NEW;
+END
+$fn$;
+CREATE TRIGGER jobs_lock_key_wait BEFORE INSERT ON __S__.jobs
+    FOR EACH ROW
+    WHEN (NEW.lock_key IS NOT NULL AND NEW.status = 'queued')
+    EXECUTE FUNCTION __S__.jobs_lock_key_wait();
+
+-- A job ended: release the next job of its lock key, and settle its dependents.
+CREATE FUNCTION __S__.jobs_ended() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    told integer;
+    ended json[];
+BEGIN
+    IF NEW.lock_key IS NOT NULL AND NOT OLD.lock_waiting THEN
+        -- This job held the key (or was first in line): the oldest waiting job goes next.
+        PERFORM pg_advisory_xact_lock(__S__.lock_key_id(NEW.lock_key));
+        WITH released AS (
+            UPDATE __S__.jobs AS j
+               SET lock_waiting = false, blockers = j.blockers - 1
+             WHERE j.id = (SELECT w.id FROM __S__.jobs AS w
+                            WHERE w.lock_key = NEW.lock_key AND w.lock_waiting
+                              AND w.status = 'queued'
+                            ORDER BY w.id LIMIT 1)
+            RETURNING j.queue, j.blockers
+        )
+        SELECT count(pg_notify('__S___jobs', json_build_object('queue', r.queue)::text))
+          INTO told
+          FROM released AS r
+         WHERE r.blockers = 0;
+    END IF;
+    IF NEW.has_dependents THEN
+        IF NEW.status = 'succeeded' THEN
+            WITH freed AS (
+                UPDATE __S__.jobs AS j
+                   SET blockers = j.blockers - 1
+                  FROM __S__.job_dependencies AS e
+                 WHERE e.depends_on = NEW.id AND j.id = e.job_id AND j.status = 'queued'
+             RETURNING j.queue, j.blockers
+            )
+            SELECT count(pg_notify('__S___jobs', json_build_object('queue', f.queue)::text))
+              INTO told
+              FROM (SELECT DISTINCT r.queue FROM freed AS r WHERE r.blockers = 0) AS f;
+        ELSE
+            -- Each cancelled dependent fires this trigger in turn: the cancel runs down the
+            -- whole chain, and releases the lock keys those dependents held.
+            WITH cancelled AS (
+                UPDATE __S__.jobs AS j
+                   SET status = 'cancelled',
+                       error = format('cancelled: dependency %s ended %s', NEW.id, NEW.status),
+                       finished_at = now(),
+                       version = j.version + 1
+                  FROM __S__.job_dependencies AS e
+                 WHERE e.depends_on = NEW.id AND j.id = e.job_id AND j.status = 'queued'
+             RETURNING j.id, j.status, j.version
+            )
+            SELECT array_agg(json_build_array(c.id, c.status, c.version))
+              INTO ended
+              FROM cancelled AS c;
+            -- Announced 100 jobs per notification (payloads stay under 8000 bytes).
+            FOR chunk_start IN 1 .. coalesce(cardinality(ended), 0) BY 100 LOOP
+                PERFORM pg_notify('__S___events',
+                                  json_build_object('jobs', to_json(ended[chunk_start:chunk_start + 99]))::text);
+            END LOOP;
+        END IF;
+        DELETE FROM __S__.job_dependencies AS e WHERE e.depends_on = NEW.id;
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+CREATE TRIGGER jobs_ended AFTER UPDATE OF status ON __S__.jobs
+    FOR EACH ROW
+    WHEN (OLD.status IN ('queued', 'running')
+          AND NEW.status IN ('succeeded', 'failed', 'cancelled')
+          AND (NEW.lock_key IS NOT NULL OR NEW.has_dependents))
+    EXECUTE FUNCTION __S__.jobs_ended();
+"""
+
+DOWNGRADE = r"""
+DROP TRIGGER IF EXISTS jobs_ended ON __S__.jobs;
+DROP FUNCTION IF EXISTS __S__.jobs_ended();
+DROP TRIGGER IF EXISTS jobs_lock_key_wait ON __S__.jobs;
+DROP FUNCTION IF EXISTS __S__.jobs_lock_key_wait();
+DROP FUNCTION IF EXISTS __S__.lock_key_id(text);
+DROP INDEX IF EXISTS __S__.jobs_lock_waiting_idx;
+ALTER TABLE __S__.jobs DROP COLUMN IF EXISTS lock_waiting, DROP COLUMN IF EXISTS has_dependents;
+"""
+
+
+def _render(template: str) -> str:
+    schema = op.get_context().version_table_schema
+    assert schema, "pgjobs migrations run with version_table_schema set to the pgjobs schema"
+    return template.replace("__S__", schema)
+
+
+def upgrade() -> None:
+    op.execute(_render(UPGRADE))
+
+
+def downgrade() -> None:
+    op.execute(_render(DOWNGRADE))

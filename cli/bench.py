@@ -8,7 +8,7 @@ import click
 
 from .options import database_options, settings_from
 
-SCENARIOS = ("enqueue", "drain", "big", "latency", "idle")
+SCENARIOS = ("enqueue", "drain", "limits", "big", "latency", "idle")
 
 
 @click.command()
@@ -64,7 +64,9 @@ def bench(
     Runs in a throwaway schema (pgjobs_bench) that is dropped at the end.
     Scenarios: enqueue (single and bulk, against bare INSERT and COPY),
     drain (no-op jobs: async, sync, 2 processes, and the bare claim+complete
-    loop as the limit), big (drain with 1M jobs waiting / 1M rows kept),
+    loop as the limit), limits (drain of a queue with a concurrency or rate
+    limit it never reaches: the cost of a limit), big (drain with 1M jobs
+    waiting / 1M rows kept),
     latency (commit to handler start on an idle worker), idle (statements per
     second of an idle worker). The full run takes several minutes.
 

@@ -300,6 +300,21 @@ class Bench:
             conn.execute(sql.SQL("VACUUM ANALYZE {}.jobs").format(sql.Identifier(BENCH_SCHEMA)))
             self.settle(conn)
 
+    def limit_default_queue(self, limits: str) -> None:
+        """Give the benchmark's queue a limit it never reaches: what the limit itself costs
+        (serialised claims, the full claim statement, the rate window)."""
+        with self.conn() as conn:
+            conn.execute(
+                sql.SQL("INSERT INTO {}.queues (name) VALUES ('default')").format(
+                    sql.Identifier(BENCH_SCHEMA)
+                )
+            )
+            conn.execute(
+                sql.SQL("UPDATE {}.queues SET " + limits + " WHERE name = 'default'").format(
+                    sql.Identifier(BENCH_SCHEMA)
+                )
+            )
+
     def settle(self, conn: psycopg.Connection[Any]) -> None:
         """Flush what loading the fixture wrote, so that the checkpoint it would trigger does
         not land in the measurement (needs superuser or pg_checkpoint; skipped otherwise)."""
@@ -604,6 +619,18 @@ def run(
                     lambda: bench.bare_loop(jobs, 100, simple=False),
                 )
             )
+        if "limits" in scenarios:
+            results += bench.paired(
+                (f"drain, queue limited to 1,000 running, -c 100 ({jobs:,})",
+                 lambda: bench.drain(jobs, "bench.noop", "-c", "100", setup=lambda: bench.limit_default_queue("concurrency_limit = 1000"))),
+                (f"  baseline: same drain, no limit ({jobs:,})",
+                 lambda: bench.drain(jobs, "bench.noop", "-c", "100")),
+                "jobs/s",
+            )  # fmt: skip
+            results.append(bench.median(
+                f"drain, queue limited to 1,000,000 starts/s, -c 100 ({jobs:,})", "jobs/s",
+                lambda: bench.drain(jobs, "bench.noop", "-c", "100", setup=lambda: bench.limit_default_queue("rate_limit = 1000000, rate_period = '1 second'")),
+            ))  # fmt: skip
         if "big" in scenarios:
             results.append(bench.median(
                 f"drain with {big:,} jobs waiting (drain {jobs:,})", "jobs/s",

@@ -97,6 +97,14 @@ def _ids(text: str, option: str) -> list[int]:
 @click.option("--at", "at", type=TIMESTAMP, help="Start at this ISO 8601 time (no offset: UTC).")
 @click.option("--max-attempts", type=int, help="1..1000 (default: the task's, else 3).")
 @click.option("--dedupe-key", help="At most one unfinished job per key.")
+@click.option(
+    "--dedupe-for", type=DURATION,
+    help="With --dedupe-key: no second job of the key within this long, finished or not.",
+)  # fmt: skip
+@click.option(
+    "--dedupe-mode", type=click.Choice(["skip", "replace"]),
+    help="With --dedupe-key: replace = a holder not started yet takes these args (debounce).",
+)  # fmt: skip
 @click.option("--lock-key", help="At most one job with this key runs at a time, in enqueue order.")
 @click.option(
     "--depends-on", metavar="ID[,ID]",
@@ -121,6 +129,8 @@ def enqueue(
     at: datetime | None,
     max_attempts: int | None,
     dedupe_key: str | None,
+    dedupe_for: timedelta | None,
+    dedupe_mode: str | None,
     lock_key: str | None,
     depends_on: str | None,
     callback_url: str | None,
@@ -140,6 +150,7 @@ def enqueue(
     options = client.EnqueueOptions(
         queue=queue, priority=priority, delay=delay, not_before=at, max_attempts=max_attempts,
         dedupe_key=dedupe_key, callback_url=callback_url, lock_key=lock_key,
+        dedupe_for=dedupe_for, dedupe_mode=dedupe_mode,
         depends_on=_ids(depends_on, "--depends-on") if depends_on is not None else None,
     )  # fmt: skip
     job = client.prepare(task, args or {}, options, max_args_bytes=max_args_bytes_setting())

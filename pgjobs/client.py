@@ -51,6 +51,11 @@ class EnqueueOptions:
     lock_key: str | None = None
     #: Jobs that must succeed first; if one fails or is cancelled, this one is cancelled.
     depends_on: Sequence[int] | None = None
+    #: With dedupe_key: no second job of the key within this long, finished or not.
+    dedupe_for: str | float | timedelta | None = None
+    #: With dedupe_key: "skip" (default: the holder stays as it is) or "replace" (a holder
+    #: that has not started yet takes the new args and start time: debounce).
+    dedupe_mode: str | None = None
 
     def merged(self, **overrides: Any) -> EnqueueOptions:
         values = {k: v for k, v in overrides.items() if v is not None}
@@ -111,7 +116,28 @@ def prepare_options(task: str, options: EnqueueOptions) -> db.NewJob:
         if options.lock_key is not None
         else None,
         depends_on=_dependencies(options),
+        **_dedupe_variants(options),
     )
+
+
+DEDUPE_MODES = ("skip", "replace")
+
+
+def _dedupe_variants(options: EnqueueOptions) -> dict[str, Any]:
+    if options.dedupe_for is None and options.dedupe_mode is None:
+        return {}
+    if options.dedupe_key is None:
+        raise InvalidInput("dedupe_for and dedupe_mode need a dedupe_key")
+    if options.dedupe_mode is not None and options.dedupe_mode not in DEDUPE_MODES:
+        raise InvalidInput(
+            f"invalid dedupe_mode {options.dedupe_mode!r}: use one of {', '.join(DEDUPE_MODES)}"
+        )
+    window = (
+        parse_duration(options.dedupe_for, field="dedupe_for")
+        if options.dedupe_for is not None
+        else None
+    )
+    return {"dedupe_for": window or None, "dedupe_replace": options.dedupe_mode == "replace"}
 
 
 def _dependencies(options: EnqueueOptions) -> tuple[int, ...] | None:
@@ -349,7 +375,7 @@ class _Bulk:
     def direct_rows(self) -> Iterator[tuple[Any, ...]]:
         now = self.now
         for position, (job_id, job) in enumerate(zip(self.ids, self.jobs, strict=True)):
-            if job.lock_key is not None or job.depends_on:
+            if job.lock_key is not None or job.depends_on or job.dedupe_for or job.dedupe_replace:
                 self.singles.append((position, job))
             elif job.dedupe_key is not None:
                 self.keyed.append((position, job_id, job))

@@ -103,6 +103,10 @@ class NewJob(NamedTuple):
     lock_key: str | None = None
     #: Ids of jobs that must succeed before this one starts (sorted, without repeats).
     depends_on: tuple[int, ...] | None = None
+    #: With a dedupe key: a job of the key created this recently holds it even if finished.
+    dedupe_for: timedelta | None = None
+    #: With a dedupe key: a holder that has not started takes this job's args and start.
+    dedupe_replace: bool = False
 
     def start_at(self, server_now: datetime) -> datetime | None:
         """The explicit start time for a bulk row, or None for "the database's now()"."""
@@ -125,6 +129,8 @@ def _params(job: NewJob) -> dict[str, Any]:
         "parent_id": job.parent_id,
         "meta": job.meta,
         "lock_key": job.lock_key,
+        "dedupe_for": job.dedupe_for or timedelta(0),
+        "replace": job.dedupe_replace,
         "depends_on": list(job.depends_on) if job.depends_on is not None else None,
     }
 
@@ -205,7 +211,10 @@ def enqueue(schema: str, job: NewJob) -> Call[Inserted | None]:
     if job.depends_on:
         return Call(queries.query("enqueue_dependent", schema), _params(job), _first_inserted)
     if job.dedupe_key is not None:
-        return Call(queries.query("enqueue_dedupe", schema), _params(job), _first_inserted)
+        variant = (
+            "enqueue_dedupe_window" if job.dedupe_for or job.dedupe_replace else "enqueue_dedupe"
+        )
+        return Call(queries.query(variant, schema), _params(job), _first_inserted)
     known = job.queue is not None and job.priority is not None and job.max_attempts is not None
     columns = tuple(c for c in _OPTIONAL_COLUMNS if getattr(job, c) is not None)
     params: list[Any] = [job.task, job.args, *(getattr(job, c) for c in columns)]

@@ -1,4 +1,4 @@
-"""Dependencies between jobs and per-key serialisation (lock_key), enforced by triggers.
+"""Dependencies between jobs, per-key serialisation (lock_key), dedupe windows and replace.
 
 Revision ID: 0003
 Revises: 0002
@@ -22,6 +22,12 @@ an expired lease, plain SQL): an ``AFTER UPDATE OF status`` trigger whose ``WHEN
 evaluated in C, lets every other job through at no cost. ``has_dependents`` marks the jobs
 that have dependents, so the trigger does not look them up for every job.
 
+**Dedupe windows and replace** (``dedupe_for``, ``dedupe_mode="replace"``): ``dedupe_holder``
+returns the job holding a dedupe key (unfinished, or created within a window), after taking
+a transaction-level advisory lock on the key, so that two producers of one key are
+serialised and the second sees the first's job; an index on every job with a key serves the
+window lookup.
+
 Additive: code that knows only 0001/0002 never sets the new columns and sees no change.
 """
 
@@ -44,6 +50,25 @@ COMMENT ON COLUMN __S__.jobs.lock_waiting IS
     'pgjobs: waits for the job before it with the same lock_key to end (counted in blockers)';
 COMMENT ON COLUMN __S__.jobs.has_dependents IS
     'pgjobs: some job depends on this one (job_dependencies): its end updates them';
+
+-- Jobs with a dedupe key, finished or not, newest first: the dedupe window looks here.
+CREATE INDEX jobs_dedupe_recent_idx ON __S__.jobs (dedupe_key, id) WHERE dedupe_key IS NOT NULL;
+
+-- The job holding a dedupe key: unfinished, or created less than `within` ago. The advisory
+-- lock serialises producers of the key; the query (a fresh snapshot, this function being
+-- volatile) then sees every job of the key committed before the lock was granted.
+CREATE FUNCTION __S__.dedupe_holder(key text, within interval) RETURNS SETOF __S__.jobs
+LANGUAGE plpgsql VOLATILE AS $fn$
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended('__S__.dedupe:' || key, 0));
+    RETURN QUERY
+    SELECT j.* FROM __S__.jobs AS j
+     WHERE j.dedupe_key = key
+       AND (j.status IN ('queued', 'running') OR j.created_at > now() - within)
+     ORDER BY j.id DESC
+     LIMIT 1;
+END
+$fn$;
 
 -- Waiting jobs of a lock key, oldest first: the release takes the first.
 CREATE INDEX jobs_lock_waiting_idx ON __S__.jobs (lock_key, id)
@@ -153,6 +178,8 @@ DROP FUNCTION IF EXISTS __S__.jobs_ended();
 DROP TRIGGER IF EXISTS jobs_lock_key_wait ON __S__.jobs;
 DROP FUNCTION IF EXISTS __S__.jobs_lock_key_wait();
 DROP FUNCTION IF EXISTS __S__.lock_key_id(text);
+DROP FUNCTION IF EXISTS __S__.dedupe_holder(text, interval);
+DROP INDEX IF EXISTS __S__.jobs_dedupe_recent_idx;
 DROP INDEX IF EXISTS __S__.jobs_lock_waiting_idx;
 ALTER TABLE __S__.jobs DROP COLUMN IF EXISTS lock_waiting, DROP COLUMN IF EXISTS has_dependents;
 """

@@ -17,8 +17,8 @@ from pgjobs.errors import InvalidInput
 from pgjobs.registry import JobSpec, Task
 
 KNOWN_OPTIONS = (
-    "callback_url, dedupe_key, delay, depends_on, lock_key, max_attempts, meta, not_before, "
-    "parent_id, priority, queue"
+    "callback_url, dedupe_for, dedupe_key, dedupe_mode, delay, depends_on, lock_key, "
+    "max_attempts, meta, not_before, parent_id, priority, queue"
 )
 
 

@@ -335,14 +335,7 @@ class Worker:
 
     async def _arm_rate_window(self) -> None:
         self._check_rate = False
-        try:
-            async with self.claimer.use() as conn:
-                at = await db.run_async(conn, db.rate_window(self.schema, self.config.queues))
-        except psycopg.OperationalError as exc:
-            self.log.warning("rate_window.failed", error=one_line(exc))
-            return
-        if at is not None:
-            self.arm_timer(at)
+        await self._arm_from("rate_window", db.rate_window(self.schema, self.config.queues))
 
     def _start(self, job: db.ClaimedJob) -> None:
         run = Run(JobContext(job, self.app, self), self.app.tasks.get(job.task))
@@ -381,14 +374,18 @@ class Worker:
             self.kick()
 
     async def _arm_next_due(self) -> None:
+        await self._arm_from("next_due", db.next_due(self.schema, self.config.queues))
+
+    async def _arm_from(self, name: str, call: db.Call[Any]) -> None:
+        """Arm the timer at the time ``call`` returns (a datetime or epoch seconds), if any."""
         try:
             async with self.claimer.use() as conn:
-                due = await db.run_async(conn, db.next_due(self.schema, self.config.queues))
+                at = await db.run_async(conn, call)
         except psycopg.OperationalError as exc:
-            self.log.warning("next_due.failed", error=one_line(exc))
+            self.log.warning(f"{name}.failed", error=one_line(exc))
             return
-        if due is not None:
-            self.arm_timer(due.timestamp())
+        if at is not None:
+            self.arm_timer(at.timestamp() if isinstance(at, datetime) else float(at))
 
     def _serves(self, queue: str | None) -> bool:
         return self.config.queues is None or queue in self.config.queues

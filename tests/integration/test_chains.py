@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from workers import Running
+from workers import Running, max_overlap
 
 import pgjobs
 from pgjobs import db
@@ -149,15 +149,7 @@ class Spans:
             self.items.append((begun, time.monotonic(), n, key))
 
     def max_overlap(self, key: str) -> int:
-        events = sorted(
-            [(s, 1) for s, _, _, k in self.items if k == key]
-            + [(e, -1) for _, e, _, k in self.items if k == key]
-        )
-        best = running = 0
-        for _, step in events:
-            running += step
-            best = max(best, running)
-        return best
+        return max_overlap([(s, e) for s, e, _, k in self.items if k == key])
 
 
 def test_jobs_of_one_lock_key_never_overlap_and_start_in_enqueue_order(

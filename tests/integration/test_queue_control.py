@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from workers import Running
+from workers import Running, max_overlap
 
 import pgjobs
 from pgjobs import queue_control
@@ -108,15 +108,7 @@ class Recorder:
             self.spans.append((start, end, queue))
 
     def max_overlap(self, queue: str) -> int:
-        events = sorted(
-            [(s, 1) for s, _, q in self.spans if q == queue]
-            + [(e, -1) for _, e, q in self.spans if q == queue]
-        )  # at equal instants the end (-1) sorts first: touching spans do not overlap
-        best = running = 0
-        for _, step in events:
-            running += step
-            best = max(best, running)
-        return best
+        return max_overlap([(s, e) for s, e, q in self.spans if q == queue])
 
 
 def test_a_concurrency_limit_holds_across_five_workers_while_other_queues_flow(

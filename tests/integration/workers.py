@@ -32,3 +32,14 @@ class Running:
         self.thread.join(timeout)
         assert not self.thread.is_alive(), "worker did not exit by itself"
         return self.code
+
+
+def max_overlap(spans: list[tuple[float, float]]) -> int:
+    """The most (start, end) spans open at one instant; touching spans do not overlap (at
+    equal instants the end sorts first)."""
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    best = running = 0
+    for _, step in events:
+        running += step
+        best = max(best, running)
+    return best

@@ -329,6 +329,9 @@ def enqueue(target: Target, schema: str, job: db.NewJob) -> db.Inserted:
     try:
         for _ in range(DEDUPE_ROUNDS):
             inserted = target.run(call)
+            if inserted is not None and inserted.stale:
+                current = target.run(db.get_job(schema, inserted.record.id))
+                return db.Inserted(current or inserted.record, True)
             if inserted is not None:
                 return inserted
             if job.depends_on:
@@ -344,6 +347,9 @@ async def enqueue_async(target: AsyncTarget, schema: str, job: db.NewJob) -> db.
     try:
         for _ in range(DEDUPE_ROUNDS):
             inserted = await target.run(call)
+            if inserted is not None and inserted.stale:
+                current = await target.run(db.get_job(schema, inserted.record.id))
+                return db.Inserted(current or inserted.record, True)
             if inserted is not None:
                 return inserted
             if job.depends_on:

@@ -141,13 +141,16 @@ class Inserted:
 
     record: JobRecord
     existing: bool
+    #: Read before a concurrent change (a replace that found its holder claimed meanwhile):
+    #: read the job again for its current state.
+    stale: bool = False
 
 
 def _first_inserted(rows: list[Row]) -> Inserted | None:
     if not rows:
         return None
     row = rows[0]
-    return Inserted(JobRecord.from_row(row), bool(row.get("existing")))
+    return Inserted(JobRecord.from_row(row), bool(row.get("existing")), bool(row.get("stale")))
 
 
 def _new_record(job: NewJob, rows: list[tuple[Any, ...]]) -> Inserted:

@@ -30,8 +30,12 @@ inserted AS (
     DO NOTHING
     RETURNING j.*
 )
-SELECT i.*, false AS existing FROM inserted AS i
+SELECT i.*, false AS existing, false AS stale FROM inserted AS i
 UNION ALL
-SELECT r.*, true AS existing FROM replaced AS r
+SELECT r.*, true AS existing, false AS stale FROM replaced AS r
 UNION ALL
-SELECT h.*, true AS existing FROM holder AS h WHERE NOT EXISTS (SELECT 1 FROM replaced)
+-- Replace asked for but not done: the holder was claimed (or ended) after the lookup, and
+-- this statement's view of it is older than that: the caller reads it again.
+SELECT h.*, true AS existing, %(replace)s AND h.status = 'queued' AS stale
+  FROM holder AS h
+ WHERE NOT EXISTS (SELECT 1 FROM replaced)

@@ -125,8 +125,8 @@ def test_replace_racing_the_claim_either_changes_the_args_the_worker_reads_or_no
     app: pgjobs.App, pgjobs_dsn: str, pgjobs_conn: Conn
 ) -> None:
     """A replace that returns a queued holder has written its args before any claim of it;
-    one that returns a running holder changed nothing. Checked over 30 races."""
-    for round_ in range(30):
+    one that returns a running holder changed nothing. Checked over 60 races."""
+    for round_ in range(60):
         key = f"doc:{round_}"
         app.enqueue("reindex", {"rev": 0}, dedupe_key=key)
         outcome: dict[str, Any] = {}

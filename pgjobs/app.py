@@ -300,6 +300,8 @@ class App:
         max_attempts: int | None = None,
         timeout: str | float | timedelta | None = None,
         retry: RetryPolicy | Mapping[type[BaseException], RetryPolicy | None] | None = None,
+        batch_size: int | None = None,
+        batch_wait: str | float | timedelta | None = None,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(
@@ -313,9 +315,14 @@ class App:
         max_attempts: int | None = None,
         timeout: str | float | timedelta | None = None,
         retry: RetryPolicy | Mapping[type[BaseException], RetryPolicy | None] | None = None,
+        batch_size: int | None = None,
+        batch_wait: str | float | timedelta | None = None,
     ) -> Any:
         """Register a handler. Its name defaults to ``module.function``; keyword arguments
-        set the defaults of its jobs, for every producer (workers publish them)."""
+        set the defaults of its jobs, for every producer (workers publish them).
+
+        With ``batch_size`` (and ``batch_wait``, default 1 s) the handler receives a list of
+        jobs (see ``docs/workers.md``, batch tasks) instead of one job's arguments."""
 
         def register(handler: Callable[..., Any]) -> Task[Any, Any]:
             task_name = name if name is not None else f"{handler.__module__}.{handler.__qualname__}"
@@ -332,6 +339,8 @@ class App:
                 max_attempts=max_attempts,
                 timeout=timeout,
                 retry=retry,
+                batch_size=batch_size,
+                batch_wait=batch_wait,
             )
             self.tasks[task.name] = task
             return task

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from pgjobs.app import App, Job
 
 P = ParamSpec("P")
+BATCH_SIZE_MAX = 10_000
+BATCH_WAIT_DEFAULT = "1s"
 R = TypeVar("R")
 
 
@@ -61,6 +63,8 @@ class Task(Generic[P, R]):
         max_attempts: int | None,
         timeout: str | float | timedelta | None,
         retry: RetryPolicy | Mapping[type[BaseException], RetryPolicy | None] | None,
+        batch_size: int | None = None,
+        batch_wait: str | float | timedelta | None = None,
     ) -> None:
         self.app = app
         self.fn = fn
@@ -71,6 +75,22 @@ class Task(Generic[P, R]):
             validation.max_attempts(max_attempts) if max_attempts is not None else None
         )
         self.timeout = parse_duration(timeout, field="timeout") if timeout is not None else None
+        #: A batch task's handler receives a list of jobs (see pgjobs.worker.batches).
+        self.batch_size: int | None = None
+        self.batch_wait = timedelta(0)
+        if batch_size is not None or batch_wait is not None:
+            if (
+                isinstance(batch_size, bool)
+                or not isinstance(batch_size, int)
+                or not (1 <= batch_size <= BATCH_SIZE_MAX)
+            ):
+                raise InvalidInput(
+                    f"task {name}: batch_size must be a whole number from 1 to {BATCH_SIZE_MAX}"
+                )
+            self.batch_size = batch_size
+            self.batch_wait = parse_duration(
+                batch_wait if batch_wait is not None else BATCH_WAIT_DEFAULT, field="batch_wait"
+            )
         # One policy for every error, or a policy per exception type (first match in order;
         # None: that error ends the job at once); errors not listed get the default policy.
         if isinstance(retry, Mapping):
@@ -113,7 +133,10 @@ class Task(Generic[P, R]):
         return self.fn(*args, **kwargs)
 
     def check_args(self, kwargs: Mapping[str, Any]) -> None:
-        """Refuse arguments the handler could not be called with (checked at enqueue time)."""
+        """Refuse arguments the handler could not be called with (checked at enqueue time).
+        A batch handler takes the list of jobs: each job's arguments are its own business."""
+        if self.batch_size is not None:
+            return
         keys = kwargs.keys()
         if (
             self._simple

@@ -30,6 +30,7 @@ from pgjobs.errors import InvalidInput
 from pgjobs.log import get_logger
 from pgjobs.registry import Task
 from pgjobs.types import JobStatus
+from pgjobs.worker.batches import per_job
 from pgjobs.worker.completer import Finished
 from pgjobs.worker.context import JobContext, LeaseLost, bind, unbind
 
@@ -201,39 +202,12 @@ class Executor:
             if run.context.cancelled:
                 return Finished(outcomes.cancelled(job, "cancelled on request while running"))
             raise
-        except Retry as signal:
-            return Finished(
-                outcomes.errored(job, f"Retry: {signal}", task.retry, delay=signal.after)
-            )
-        except Snooze as signal:
-            return Finished(outcomes.snoozed(job, signal.delay))
-        except Fail as signal:
-            return Finished(outcomes.failed(job, f"Fail: {signal}"))
-        except Cancel as signal:
-            return Finished(outcomes.cancelled(job, f"Cancel: {signal}"))
-        except TimeoutError:
-            return Finished(
-                outcomes.errored(
-                    job,
-                    f"TimeoutError: ran longer than the task's timeout ({task.timeout})",
-                    task.retry,
-                )
-            )
         except LeaseLost as error:
             run.submitted = True  # nothing can be recorded without the lease
             self._log.warning("job.fenced", job_id=job.id, task=job.task, reason=str(error))
             return Finished(outcomes.failed(job, str(error)))
         except Exception as error:
-            if run.context.cancelled:
-                return Finished(
-                    outcomes.cancelled(
-                        job, f"cancelled on request; the handler then raised: {describe(error)}"
-                    )
-                )
-            policy = task.policy_for(error)
-            if policy is None:
-                return Finished(outcomes.failed(job, describe(error)))
-            return Finished(outcomes.errored(job, describe(error), policy))
+            return self._error_outcome(run, task, error)
         if isinstance(result, Recorded):
             run.submitted = True
             if result.status is None:
@@ -254,6 +228,83 @@ class Executor:
             return Finished(outcomes.succeeded(job, result), run.context.follow_ups)
         except InvalidInput as error:
             return Finished(outcomes.failed(job, f"the handler's result cannot be stored: {error}"))
+
+    def _error_outcome(self, run: Run, task: Task[Any, Any], error: BaseException) -> Finished:
+        """What an exception raised (or, in a batch, returned) for a job makes of it."""
+        job = run.context.job
+        if isinstance(error, Retry):
+            return Finished(outcomes.errored(job, f"Retry: {error}", task.retry, delay=error.after))
+        if isinstance(error, Snooze):
+            return Finished(outcomes.snoozed(job, error.delay))
+        if isinstance(error, Fail):
+            return Finished(outcomes.failed(job, f"Fail: {error}"))
+        if isinstance(error, Cancel):
+            return Finished(outcomes.cancelled(job, f"Cancel: {error}"))
+        if isinstance(error, TimeoutError):
+            return Finished(
+                outcomes.errored(
+                    job,
+                    f"TimeoutError: ran longer than the task's timeout ({task.timeout})",
+                    task.retry,
+                )
+            )
+        if run.context.cancelled:
+            return Finished(
+                outcomes.cancelled(
+                    job, f"cancelled on request; the handler then raised: {describe(error)}"
+                )
+            )
+        policy = task.policy_for(error)
+        if policy is None:
+            return Finished(outcomes.failed(job, describe(error)))
+        return Finished(outcomes.errored(job, describe(error), policy))
+
+    async def run_batch(self, runs: list[Run], task: Task[Any, Any]) -> None:
+        """Call a batch task's handler once with the jobs' contexts, then submit one outcome
+        per job (see :mod:`pgjobs.worker.batches`)."""
+        contexts = [run.context for run in runs]
+        timeout = task.timeout.total_seconds() if task.timeout is not None else None
+        items: list[Any]
+        try:
+            if task.is_async:
+                call = task.fn(contexts)
+                result = await (asyncio.wait_for(call, timeout) if timeout is not None else call)
+            else:
+                loop = asyncio.get_running_loop()
+                result = await loop.run_in_executor(
+                    self._threads, contextvars.copy_context().run, task.fn, contexts
+                )
+            items = per_job(result, len(runs), [c.id for c in contexts])
+        except asyncio.CancelledError:
+            if not all(run.context.cancelled for run in runs):
+                raise
+            items = [asyncio.CancelledError()] * len(runs)
+        except Exception as error:
+            items = [error] * len(runs)
+        for run, item in zip(runs, items, strict=True):
+            if run.submitted:
+                continue
+            if isinstance(item, asyncio.CancelledError):
+                finished = Finished(
+                    outcomes.cancelled(run.context.job, "cancelled on request while running")
+                )
+            elif isinstance(item, BaseException):
+                finished = self._error_outcome(run, task, item)
+            else:
+                try:
+                    finished = Finished(
+                        outcomes.succeeded(run.context.job, item), run.context.follow_ups
+                    )
+                except InvalidInput as error:
+                    finished = Finished(
+                        outcomes.failed(
+                            run.context.job, f"the handler's result cannot be stored: {error}"
+                        )
+                    )
+            run.submitted = True
+            self._submit(finished)
+            if self._log_jobs:
+                self._log_end(run, finished.outcome)
 
     async def _call(self, run: Run, task: Task[Any, Any]) -> Any:
         context = run.context

@@ -26,6 +26,7 @@ from pgjobs.app import App
 from pgjobs.compat import ensure_compatible
 from pgjobs.connection import connect, one_line, resolve_dsn
 from pgjobs.log import get_logger
+from pgjobs.worker.batches import Batcher
 from pgjobs.worker.completer import Completer
 from pgjobs.worker.config import (
     FORGET_AFTER_TICKS,
@@ -142,6 +143,7 @@ class Worker:
         self.executor = Executor(
             self.config.concurrency, self.completer.submit, log_jobs=self.config.log_jobs
         )
+        self.batcher = Batcher(self._start_batch)
         self._install_signals()
         self.completer.start()
         if self.config.listen:
@@ -270,6 +272,8 @@ class Worker:
                 self._more_likely = len(jobs) == free
                 for job in jobs:
                     self._start(job)
+                if self._free_slots() <= 0:
+                    self.batcher.flush_all()  # full: the batches being gathered cannot grow
                 if self._check_rate:
                     await self._arm_rate_window()
                 if timer_due:
@@ -340,10 +344,36 @@ class Worker:
     def _start(self, job: db.ClaimedJob) -> None:
         run = Run(JobContext(job, self.app, self), self.app.tasks.get(job.task))
         self.running[job.id] = run
+        if run.task is not None and run.task.batch_size is not None:
+            self.batcher.add(run)  # it starts with its batch
+            return
         task = asyncio.create_task(self._execute(run), name=f"pgjobs-job-{job.id}")
         run.own_task = task
         self._job_tasks.add(task)
         task.add_done_callback(self._job_tasks.discard)
+
+    def _start_batch(self, task: Any, runs: list[Run]) -> None:
+        job_task = asyncio.create_task(
+            self._execute_batch(task, runs), name=f"pgjobs-batch-{task.name}"
+        )
+        for run in runs:
+            run.own_task = job_task
+        self._job_tasks.add(job_task)
+        job_task.add_done_callback(self._job_tasks.discard)
+
+    async def _execute_batch(self, task: Any, runs: list[Run]) -> None:
+        try:
+            await self.executor.run_batch(runs, task)
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # pragma: no cover - the executor turns errors into outcomes
+            self.log.exception("batch.crashed", task=task.name, jobs=len(runs))
+        finally:
+            for run in runs:
+                self.running.pop(run.context.job.id, None)
+            if self.config.burst and not self.running:
+                self._woken = True
+            self.kick()
 
     async def _execute(self, run: Run) -> None:
         try:
@@ -690,6 +720,7 @@ class Worker:
         max-jobs: a ScaledJob pod's long job must finish), within the grace period once a
         signal asked it to stop. Then hand back what still runs, flush, leave."""
         self._stopping = True
+        self.batcher.flush_all()  # gathered jobs run now (or are handed back at the grace)
         assert self._kick is not None
         while self.running:
             left = None

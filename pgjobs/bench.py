@@ -300,19 +300,21 @@ class Bench:
             conn.execute(sql.SQL("VACUUM ANALYZE {}.jobs").format(sql.Identifier(BENCH_SCHEMA)))
             self.settle(conn)
 
-    def limit_default_queue(self, limits: str) -> None:
-        """Give the benchmark's queue a limit it never reaches: what the limit itself costs
-        (serialised claims, the full claim statement, the rate window)."""
+    def limit_queue(self, queue: str, limits: str) -> None:
+        """Give a queue a limit (the benchmark's own, with a limit it never reaches: what the
+        limit itself costs; or another one, to see what it costs the others)."""
         with self.conn() as conn:
             conn.execute(
-                sql.SQL("INSERT INTO {}.queues (name) VALUES ('default')").format(
+                sql.SQL("INSERT INTO {}.queues (name) VALUES (%s)").format(
                     sql.Identifier(BENCH_SCHEMA)
-                )
+                ),
+                (queue,),
             )
             conn.execute(
-                sql.SQL("UPDATE {}.queues SET " + limits + " WHERE name = 'default'").format(
+                sql.SQL("UPDATE {}.queues SET " + limits + " WHERE name = %s").format(
                     sql.Identifier(BENCH_SCHEMA)
-                )
+                ),
+                (queue,),
             )
 
     def settle(self, conn: psycopg.Connection[Any]) -> None:
@@ -622,14 +624,18 @@ def run(
         if "limits" in scenarios:
             results += bench.paired(
                 (f"drain, queue limited to 1,000 running, -c 100 ({jobs:,})",
-                 lambda: bench.drain(jobs, "bench.noop", "-c", "100", setup=lambda: bench.limit_default_queue("concurrency_limit = 1000"))),
+                 lambda: bench.drain(jobs, "bench.noop", "-c", "100", setup=lambda: bench.limit_queue("default", "concurrency_limit = 1000"))),
                 (f"  baseline: same drain, no limit ({jobs:,})",
                  lambda: bench.drain(jobs, "bench.noop", "-c", "100")),
                 "jobs/s",
             )  # fmt: skip
             results.append(bench.median(
+                f"drain of an unlimited queue, another queue limited to 2 running ({jobs:,})", "jobs/s",
+                lambda: bench.drain(jobs, "bench.noop", "-c", "100", setup=lambda: bench.limit_queue("other", "concurrency_limit = 2")),
+            ))  # fmt: skip
+            results.append(bench.median(
                 f"drain, queue limited to 1,000,000 starts/s, -c 100 ({jobs:,})", "jobs/s",
-                lambda: bench.drain(jobs, "bench.noop", "-c", "100", setup=lambda: bench.limit_default_queue("rate_limit = 1000000, rate_period = '1 second'")),
+                lambda: bench.drain(jobs, "bench.noop", "-c", "100", setup=lambda: bench.limit_queue("default", "rate_limit = 1000000, rate_period = '1 second'")),
             ))  # fmt: skip
         if "big" in scenarios:
             results.append(bench.median(

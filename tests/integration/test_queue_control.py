@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from workers import Running, max_overlap
 
 import pgjobs
-from pgjobs import queue_control
+from pgjobs import db, queue_control
 from pgjobs.errors import InvalidInput
 from pgjobs.testing import wait_for
 
@@ -186,3 +187,24 @@ def test_limits_can_be_removed_one_at_a_time(pgjobs_conn: Conn) -> None:
         queue_control.set_limits(pgjobs_conn, "pgjobs", "api")
     with pytest.raises(InvalidInput, match="invalid queue name"):
         queue_control.set_paused(pgjobs_conn, "pgjobs", "bad queue", True)
+
+
+def test_a_job_whose_lease_expired_no_longer_holds_a_slot(
+    app: pgjobs.App, pgjobs_conn: Conn
+) -> None:
+    queue_control.set_limits(pgjobs_conn, "pgjobs", "one", concurrency=1)
+    first = app.enqueue("t", queue="one")
+    second = app.enqueue("t", queue="one")
+
+    def claim() -> list[int]:
+        jobs = db.claim(pgjobs_conn, "pgjobs", queues=["one"], limit=5, worker_id=uuid.uuid4(),
+                        lease_seconds=30)  # fmt: skip
+        return [j.id for j in jobs]
+
+    assert claim() == [first.id]
+    assert claim() == [], "the slot is held by a live lease"
+    pgjobs_conn.execute(
+        "UPDATE pgjobs.jobs SET lease_expires_at = now() - interval '1 second' WHERE id = %s",
+        (first.id,),
+    )
+    assert claim() == [second.id], "a dead worker's job must not keep the slot"

@@ -21,7 +21,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 import psycopg
 from psycopg import pq, sql
-from psycopg.rows import class_row, dict_row, tuple_row
+from psycopg.rows import dict_row, tuple_row
 
 from pgjobs import sql as queries
 from pgjobs.types import JobRecord, JobStatus
@@ -373,44 +373,21 @@ def claim(
     worker_id: uuid.UUID,
     lease_seconds: float,
 ) -> list[ClaimedJob]:
-    """Claim up to ``limit`` due jobs of ``queues`` (``None``: every queue).
-
-    Two statements in one transaction, sent in one round trip (pipeline): the first locks the
-    rows of limited queues so that the second, the claim itself, takes its snapshot after the
-    previous claimer of those queues committed. ``conn`` must be in autocommit mode.
-    """
-    params = _claim_params(queues, limit, worker_id, lease_seconds)
-    with conn.transaction(), conn.pipeline():
-        conn.execute(queries.query("claim_lock_limited", schema), params)
-        with conn.cursor(row_factory=class_row(ClaimedJob)) as cursor:
-            cursor.execute(queries.query("claim", schema), params)
-            return cursor.fetchall()
-
-
-async def claim_async(
-    conn: psycopg.AsyncConnection[Any],
-    schema: str,
-    *,
-    queues: list[str] | None,
-    limit: int,
-    worker_id: uuid.UUID,
-    lease_seconds: float,
-) -> list[ClaimedJob]:
-    """The async twin of :func:`claim`."""
-    params = _claim_params(queues, limit, worker_id, lease_seconds)
-    async with conn.transaction(), conn.pipeline():
-        await conn.execute(queries.query("claim_lock_limited", schema), params)
-        async with conn.cursor(row_factory=class_row(ClaimedJob)) as cursor:
-            await cursor.execute(queries.query("claim", schema), params)
-            return await cursor.fetchall()
+    """Claim up to ``limit`` due jobs of ``queues`` (``None``: every queue), in one statement
+    (claim() locks limited queues itself, see migration 0003). ``conn`` in autocommit mode."""
+    return run(
+        conn,
+        claim_call(
+            schema, queues=queues, limit=limit, worker_id=worker_id, lease_seconds=lease_seconds
+        ),
+    )
 
 
 def claim_call(
     schema: str, *, queues: list[str] | None, limit: int, worker_id: uuid.UUID, lease_seconds: float
 ) -> Call[list[ClaimedJob]]:
-    """The claim as a single autocommit statement, for workers whose queues have no limits
-    (the claim still locks limited queues' rows; only the snapshot ordering of :func:`claim`
-    is skipped). One statement instead of four keeps an idle worker's footprint minimal."""
+    """The claim as a single autocommit statement (limits included: claim() locks the rows
+    of the limited queues it serves before its statement takes its snapshot)."""
     return Call(
         queries.query("claim", schema),
         _claim_params(queues, limit, worker_id, lease_seconds),

@@ -16,5 +16,5 @@ from __future__ import annotations
 
 KNOWN_REVISIONS: tuple[str, ...] = ("0001", "0002", "0003")
 HEAD_REVISION: str = KNOWN_REVISIONS[-1]
-MINIMUM_REVISION: str = "0001"
+MINIMUM_REVISION: str = "0003"
 BREAKING_LEVEL: int = 1

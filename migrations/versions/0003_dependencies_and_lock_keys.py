@@ -28,6 +28,16 @@ a transaction-level advisory lock on the key, so that two producers of one key a
 serialised and the second sees the first's job; an index on every job with a key serves the
 window lookup.
 
+**Limited queues without waiting**: claim() first locks the rows of the served queues that
+have a limit, skipping those another claim holds, in a statement of its own; the claim
+statement that follows (a fresh snapshot, after those locks) serves only the limited queues
+it locked, and counts their running jobs and recent starts as committed by the previous
+claimer. Before, the lock was taken inside the claim statement (whose snapshot could predate
+the previous claimer's commit: two claims could exceed a limit), and workers sent a locking
+statement first, which had to wait for other claims to stay correct. Now no claim waits and
+none exceeds a limit; a worker whose claim found a limited queue busy claims from the
+others.
+
 **The claim's lean branch** (0002) now looks only at the served queues: a worker given
 ``-q emails`` runs the lean statement unless ``emails`` itself is paused or limited, instead
 of running the full statement as soon as any queue anywhere is. (A worker serving every
@@ -202,6 +212,42 @@ GUARD_0003 = """    IF NOT EXISTS (SELECT 1 FROM __S__.queues AS q
                       AND (served_queues IS NULL OR q.name = ANY (served_queues))) THEN"""
 
 
+#: 0001's in-statement lock of limited queues, and 0003's: the rows locked just before.
+LOCK_0001 = """       FOR UPDATE SKIP LOCKED
+),
+budgets AS ("""
+LOCK_0003 = """       AND q.name = ANY (locked_queues)
+),
+budgets AS ("""
+#: Where 0001's full statement starts (after 0002's lean branch): the locking goes first.
+FULL_START = "    RETURN QUERY\nWITH RECURSIVE"
+PRE_LOCK = """    -- Served queues with a limit: lock their rows, skipping those another claim holds (it
+    -- is starting their jobs now; this claim serves the others). The statement below takes
+    -- its snapshot after these locks, so it counts what the previous claimer committed.
+    SELECT array_agg(l.name) INTO locked_queues
+      FROM (SELECT q.name FROM __S__.queues AS q
+             WHERE (served_queues IS NULL OR q.name = ANY (served_queues))
+               AND NOT q.paused
+               AND (q.concurrency_limit IS NOT NULL OR q.rate_limit IS NOT NULL)
+             ORDER BY q.name
+               FOR UPDATE SKIP LOCKED) AS l;
+"""
+DECLARE_AT = "#variable_conflict use_column\nBEGIN"
+DECLARE_NEW = "#variable_conflict use_column\nDECLARE\n    locked_queues text[];\nBEGIN"
+
+
+def _claim_0003(claim_0002: str) -> str:
+    """0002's claim() with the served-queue guard and the lock taken before the statement."""
+    for old in (GUARD_0002, LOCK_0001, FULL_START, DECLARE_AT):
+        assert claim_0002.count(old) == 1, f"0002's claim() is not what 0003 expects: {old[:40]!r}"
+    return (
+        claim_0002.replace(GUARD_0002, GUARD_0003)
+        .replace(LOCK_0001, LOCK_0003)
+        .replace(FULL_START, PRE_LOCK + FULL_START)
+        .replace(DECLARE_AT, DECLARE_NEW)
+    )
+
+
 def _claim_0002() -> str:
     """0002's ``CREATE OR REPLACE FUNCTION __S__.claim(...)``, built as 0002 builds it (from
     its frozen file and 0001's)."""
@@ -223,9 +269,7 @@ def _render(template: str) -> str:
 
 def upgrade() -> None:
     op.execute(_render(UPGRADE))
-    claim = _claim_0002()
-    assert claim.count(GUARD_0002) == 1, "0002's claim() is not what 0003 expects"
-    op.execute(_render(claim.replace(GUARD_0002, GUARD_0003)))
+    op.execute(_render(_claim_0003(_claim_0002())))
 
 
 def downgrade() -> None:

@@ -322,11 +322,9 @@ class Worker:
             "queues": self.config.queues, "limit": limit, "worker_id": self.id,
             "lease_seconds": self.config.lease,
         }  # fmt: skip
-        if self._limited:
-            jobs = await db.claim_async(conn, self.schema, **args)
-            self._check_rate = self._rate_limited and len(jobs) < limit
-        else:
-            jobs = await db.run_async(conn, db.claim_call(self.schema, **args))
+        jobs = await db.run_async(conn, db.claim_call(self.schema, **args))
+        if self._rate_limited and len(jobs) < limit:
+            self._check_rate = True
         self.claimed_total += len(jobs)
         return jobs
 

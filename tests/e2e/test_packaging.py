@@ -34,7 +34,7 @@ def test_wheel_ships_cli_migrations_and_sql(tmp_path: Path) -> None:
             for p in (REPO / "migrations/versions").glob("0*.py")
         ),
         "pgjobs/sql/claim.sql",
-        "pgjobs/sql/claim_lock_limited.sql",
+        "pgjobs/sql/rate_window.sql",
         "pgjobs/testing/plugin.py",
         "pgjobs/py.typed",
     }

@@ -120,6 +120,14 @@ def claim_statements(conn: psycopg.Connection[Any], schema: str) -> dict[str, st
 def prepare_claim(conn: psycopg.Connection[Any], schema: str, statement: str) -> str:
     """PREPARE one statement of claim() on ``conn``; returns its name (DEALLOCATE it)."""
     body = claim_statements(conn, schema)[statement]
+    # The full statement serves the limited queues claim() locked just before it (migration
+    # 0003); standalone, with nobody else claiming, that is every served limited queue.
+    body = body.replace(
+        "locked_queues",
+        f"ARRAY(SELECT lq.name FROM {schema}.queues AS lq WHERE NOT lq.paused"
+        " AND (lq.concurrency_limit IS NOT NULL OR lq.rate_limit IS NOT NULL)"
+        " AND (served_queues IS NULL OR lq.name = ANY (served_queues)))",
+    )
     for number, parameter in enumerate(CLAIM_PARAMETERS, start=1):
         body = re.sub(rf"(?<![.\w]){parameter}(?!\w)", f"${number}", body)
     name = f"claim_{statement}_{uuid.uuid4().hex[:6]}"

@@ -436,18 +436,23 @@ class App:
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
         """A pooled autocommit connection (opened on first use)."""
-        pool = self._pool  # once open, no lock: it is on the path of every single enqueue
-        if pool is None:
-            pool = self._open_pool()
-        try:
-            conn = pool.getconn()
-        except PoolTimeout as exc:
-            raise self._unavailable(exc) from exc
+        pool, conn = self._checkout()
         try:
             yield conn
             _last_used[conn] = time.monotonic()
         finally:
             pool.putconn(conn)  # rolls back whatever a failure left open
+
+    def _checkout(self) -> tuple[ConnectionPool[Any], psycopg.Connection[Any]]:
+        """A connection from the pool (opened on first use); give it back with putconn.
+        Single enqueues use this directly: a generator context manager per call shows."""
+        pool = self._pool  # once open, no lock: it is on the path of every single enqueue
+        if pool is None:
+            pool = self._open_pool()
+        try:
+            return pool, pool.getconn()
+        except PoolTimeout as exc:
+            raise self._unavailable(exc) from exc
 
     def _unavailable(self, exc: PoolTimeout) -> DatabaseUnavailable:
         return DatabaseUnavailable(
@@ -563,10 +568,11 @@ class App:
         return entry
 
     def _job(self, inserted: db.Inserted) -> Job:
-        # The record's fields were set by its own __init__: copy them rather than run the
-        # thirty-field __init__ again (it is on the path of every enqueue).
+        # The record was just built for this enqueue and is not kept: the Job takes over its
+        # fields rather than run the thirty-field __init__ again or copy them (it is on the
+        # path of every enqueue).
         job = Job.__new__(Job)
-        job.__dict__.update(vars(inserted.record))
+        job.__dict__ = inserted.record.__dict__
         job.existing = inserted.existing
         job.app = self
         return job
@@ -589,8 +595,13 @@ class App:
         job = self._prepare(task, args, options)
         if connection is not None:
             return self._job(client.enqueue(client.as_target(connection), self.schema, job))
-        with self.connection() as conn:
-            return self._job(client.enqueue(client.PsycopgTarget(conn), self.schema, job))
+        pool, conn = self._checkout()
+        try:
+            inserted = client.enqueue(client.PsycopgTarget(conn), self.schema, job)
+            _last_used[conn] = time.monotonic()
+        finally:
+            pool.putconn(conn)  # rolls back whatever a failure left open
+        return self._job(inserted)
 
     async def enqueue_async(
         self,

@@ -23,6 +23,7 @@ from .options import (
     JSON_OBJECT,
     TIMESTAMP,
     checked_connection,
+    database,
     database_options,
     settings_from,
 )
@@ -413,9 +414,8 @@ def cancel_jobs(
 def tree(job_id: int, dsn: str | None, schema: str | None, home: str | None) -> None:
     """The chain of job ID: its first ancestor and every job enqueued from it, with
     statuses, durations and what each waits for."""
-    settings = settings_from(dsn, schema, home)
-    with checked_connection(settings) as conn:
-        root = admin.job_tree(conn, settings.schema, job_id)
+    with database(dsn, schema, home) as (conn, schema_name):
+        root = admin.job_tree(conn, schema_name, job_id)
     if root is None:
         raise NotFound(f"no job {job_id}")
     for line in tree_lines(root, job_id):

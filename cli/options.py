@@ -52,6 +52,16 @@ def checked_connection(settings: Settings) -> Iterator[psycopg.Connection[Any]]:
         yield conn
 
 
+@contextlib.contextmanager
+def database(
+    dsn: str | None, schema: str | None, home: str | None
+) -> Iterator[tuple[psycopg.Connection[Any], str]]:
+    """The checked connection, and the schema, that a command's database options name."""
+    settings = settings_from(dsn, schema, home)
+    with checked_connection(settings) as conn:
+        yield conn, settings.schema
+
+
 class Parsed(click.ParamType):  # type: ignore[type-arg]
     """A value parsed by one of pgjobs' parsers; its InvalidInput becomes a usage error
     (exit 2) naming the option."""

@@ -10,7 +10,7 @@ from pgjobs import admin, retention
 from pgjobs.durations import format_duration
 from pgjobs.errors import InvalidInput
 
-from .options import DURATION, checked_connection, database_options, settings_from
+from .options import DURATION, database, database_options
 
 EPILOG = """\b
 Examples:
@@ -42,12 +42,11 @@ def prune(
         chosen = admin.parse_statuses(statuses)
         if not chosen:
             raise InvalidInput("give at least one status: succeeded, failed, cancelled")
-        retention.check_finished(chosen)
+        policy = retention.Policy.older_than(older_than, chosen)
     except InvalidInput as exc:
         raise click.UsageError(str(exc)) from None
-    settings = settings_from(dsn, schema, home)
-    with checked_connection(settings) as conn:
-        deleted = retention.prune(conn, settings.schema, older_than, chosen)
+    with database(dsn, schema, home) as (conn, schema_name):
+        deleted = retention.prune(conn, schema_name, policy)
     parts = ", ".join(f"{n:,} {status.value}" for status, n in deleted.items())
     click.echo(
         f"pruned {sum(deleted.values()):,} jobs finished over {format_duration(older_than)} ago ({parts})"

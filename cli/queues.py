@@ -10,7 +10,7 @@ from pgjobs import admin, queue_control, validation
 from pgjobs.durations import format_duration
 from pgjobs.errors import InvalidInput
 
-from .options import checked_connection, database_options, settings_from
+from .options import database, database_options
 from .output import echo_json, table
 
 
@@ -30,9 +30,8 @@ def queues(
     """
     if ctx.invoked_subcommand is not None:
         return
-    settings = settings_from(dsn, schema, home)
-    with checked_connection(settings) as conn:
-        stats = admin.queue_stats(conn, settings.schema)
+    with database(dsn, schema, home) as (conn, schema_name):
+        stats = admin.queue_stats(conn, schema_name)
     if as_json:
         echo_json([s.to_json() for s in stats])
         return
@@ -65,9 +64,8 @@ def queues(
 @database_options
 def pause(queue: str, dsn: str | None, schema: str | None, home: str | None) -> None:
     """Stop starting jobs of QUEUE (it keeps accepting them; running ones finish)."""
-    settings = settings_from(dsn, schema, home)
-    with checked_connection(settings) as conn:
-        queue_control.set_paused(conn, settings.schema, queue, True)
+    with database(dsn, schema, home) as (conn, schema_name):
+        queue_control.set_paused(conn, schema_name, queue, True)
     click.echo(f"queue {queue} paused: its jobs wait until 'pgjobs queues resume {queue}'")
 
 
@@ -76,9 +74,8 @@ def pause(queue: str, dsn: str | None, schema: str | None, home: str | None) -> 
 @database_options
 def resume(queue: str, dsn: str | None, schema: str | None, home: str | None) -> None:
     """Start jobs of QUEUE again."""
-    settings = settings_from(dsn, schema, home)
-    with checked_connection(settings) as conn:
-        queue_control.set_paused(conn, settings.schema, queue, False)
+    with database(dsn, schema, home) as (conn, schema_name):
+        queue_control.set_paused(conn, schema_name, queue, False)
     click.echo(f"queue {queue} resumed")
 
 
@@ -121,9 +118,8 @@ def limit(
         validation.queue_name(queue)
     except InvalidInput as exc:
         raise click.UsageError(str(exc)) from None
-    settings = settings_from(dsn, schema, home)
-    with checked_connection(settings) as conn:
-        queue_control.set_limits(conn, settings.schema, queue, **changes)
+    with database(dsn, schema, home) as (conn, schema_name):
+        queue_control.set_limits(conn, schema_name, queue, **changes)
     described = ", ".join(
         f"{key} {'none' if value is None else value}" for key, value in changes.items()
     )

@@ -9,7 +9,7 @@ import click
 from pgjobs import schedules as store
 from pgjobs.cron import MISSED_POLICIES, OVERLAP_POLICIES, zone
 
-from .options import JSON_OBJECT, checked_connection, database_options, settings_from
+from .options import JSON_OBJECT, database, database_options
 from .output import ago, echo_json, table
 
 EPILOG = """\b
@@ -50,9 +50,8 @@ def ls(as_json: bool, dsn: str | None, schema: str | None, home: str | None) -> 
 
 
 def _list(as_json: bool, dsn: str | None, schema: str | None, home: str | None) -> None:
-    settings = settings_from(dsn, schema, home)
-    with checked_connection(settings) as conn:
-        rows = store.list_schedules(conn, settings.schema)
+    with database(dsn, schema, home) as (conn, schema_name):
+        rows = store.list_schedules(conn, schema_name)
     if as_json:
         echo_json([s.to_json() for s in rows])
         return
@@ -105,9 +104,8 @@ def add(
         name=name, cron=cron, task=task, args=args or {}, timezone=timezone, queue=queue,
         priority=priority, max_attempts=max_attempts, missed=missed, overlap=overlap,
     )  # fmt: skip
-    settings = settings_from(dsn, schema, home)
-    with checked_connection(settings) as conn:
-        stored = store.add(conn, settings.schema, schedule, replace_existing=replace)
+    with database(dsn, schema, home) as (conn, schema_name):
+        stored = store.add(conn, schema_name, schedule, replace_existing=replace)
     click.echo(f"schedule {stored.name} added: next fire {_next(stored)}")
 
 
@@ -116,9 +114,8 @@ def add(
 @database_options
 def rm(name: str, dsn: str | None, schema: str | None, home: str | None) -> None:
     """Remove schedule NAME (jobs it already enqueued stay)."""
-    settings = settings_from(dsn, schema, home)
-    with checked_connection(settings) as conn:
-        store.remove(conn, settings.schema, name)
+    with database(dsn, schema, home) as (conn, schema_name):
+        store.remove(conn, schema_name, name)
     click.echo(f"schedule {name} removed")
 
 
@@ -127,9 +124,8 @@ def rm(name: str, dsn: str | None, schema: str | None, home: str | None) -> None
 @database_options
 def pause(name: str, dsn: str | None, schema: str | None, home: str | None) -> None:
     """Stop firing schedule NAME until resumed."""
-    settings = settings_from(dsn, schema, home)
-    with checked_connection(settings) as conn:
-        store.set_paused(conn, settings.schema, name, True)
+    with database(dsn, schema, home) as (conn, schema_name):
+        store.set_paused(conn, schema_name, name, True)
     click.echo(f"schedule {name} paused")
 
 
@@ -138,7 +134,6 @@ def pause(name: str, dsn: str | None, schema: str | None, home: str | None) -> N
 @database_options
 def resume(name: str, dsn: str | None, schema: str | None, home: str | None) -> None:
     """Fire schedule NAME again, from its next fire time (missed ones are not made up)."""
-    settings = settings_from(dsn, schema, home)
-    with checked_connection(settings) as conn:
-        stored = store.set_paused(conn, settings.schema, name, False)
+    with database(dsn, schema, home) as (conn, schema_name):
+        stored = store.set_paused(conn, schema_name, name, False)
     click.echo(f"schedule {name} resumed: next fire {_next(stored)}")

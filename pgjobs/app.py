@@ -236,6 +236,25 @@ def max_args_bytes_setting() -> int:
     return limit
 
 
+class _PooledConnection:
+    """The context manager of :meth:`App.connection`: a plain class, because a generator
+    context manager costs a visible part of a single enqueue's Python time."""
+
+    __slots__ = ("_app", "_conn", "_pool")
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+
+    def __enter__(self) -> psycopg.Connection[Any]:
+        self._pool, self._conn = self._app._checkout()
+        return self._conn
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        if exc_type is None:
+            _last_used[self._conn] = time.monotonic()
+        self._pool.putconn(self._conn)  # rolls back whatever a failure left open
+
+
 class App:
     """A pgjobs application: its tasks, and the database they run against.
 
@@ -433,19 +452,12 @@ class App:
             self._dsn = dsn
         return self._dsn
 
-    @contextlib.contextmanager
-    def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled autocommit connection (opened on first use)."""
-        pool, conn = self._checkout()
-        try:
-            yield conn
-            _last_used[conn] = time.monotonic()
-        finally:
-            pool.putconn(conn)  # rolls back whatever a failure left open
+    def connection(self) -> contextlib.AbstractContextManager[psycopg.Connection[Any]]:
+        """A pooled autocommit connection (the pool opens on first use), for one operation:
+        ``with app.connection() as conn: ...``."""
+        return _PooledConnection(self)
 
     def _checkout(self) -> tuple[ConnectionPool[Any], psycopg.Connection[Any]]:
-        """A connection from the pool (opened on first use); give it back with putconn.
-        Single enqueues use this directly: a generator context manager per call shows."""
         pool = self._pool  # once open, no lock: it is on the path of every single enqueue
         if pool is None:
             pool = self._open_pool()
@@ -595,13 +607,8 @@ class App:
         job = self._prepare(task, args, options)
         if connection is not None:
             return self._job(client.enqueue(client.as_target(connection), self.schema, job))
-        pool, conn = self._checkout()
-        try:
-            inserted = client.enqueue(client.PsycopgTarget(conn), self.schema, job)
-            _last_used[conn] = time.monotonic()
-        finally:
-            pool.putconn(conn)  # rolls back whatever a failure left open
-        return self._job(inserted)
+        with self.connection() as conn:
+            return self._job(client.enqueue(client.PsycopgTarget(conn), self.schema, job))
 
     async def enqueue_async(
         self,

@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgjobs import db
+from pgjobs import db, queue_control
 from pgjobs.app import App
 from pgjobs.config import Settings
 from pgjobs.connection import connect, resolve_dsn
@@ -300,22 +300,11 @@ class Bench:
             conn.execute(sql.SQL("VACUUM ANALYZE {}.jobs").format(sql.Identifier(BENCH_SCHEMA)))
             self.settle(conn)
 
-    def limit_queue(self, queue: str, limits: str) -> None:
+    def limit_queue(self, queue: str, **limits: Any) -> None:
         """Give a queue a limit (the benchmark's own, with a limit it never reaches: what the
         limit itself costs; or another one, to see what it costs the others)."""
         with self.conn() as conn:
-            conn.execute(
-                sql.SQL("INSERT INTO {}.queues (name) VALUES (%s)").format(
-                    sql.Identifier(BENCH_SCHEMA)
-                ),
-                (queue,),
-            )
-            conn.execute(
-                sql.SQL("UPDATE {}.queues SET " + limits + " WHERE name = %s").format(
-                    sql.Identifier(BENCH_SCHEMA)
-                ),
-                (queue,),
-            )
+            queue_control.set_limits(conn, BENCH_SCHEMA, queue, **limits)
 
     def settle(self, conn: psycopg.Connection[Any]) -> None:
         """Flush what loading the fixture wrote, so that the checkpoint it would trigger does
@@ -624,18 +613,18 @@ def run(
         if "limits" in scenarios:
             results += bench.paired(
                 (f"drain, queue limited to 1,000 running, -c 100 ({jobs:,})",
-                 lambda: bench.drain(jobs, "bench.noop", "-c", "100", setup=lambda: bench.limit_queue("default", "concurrency_limit = 1000"))),
+                 lambda: bench.drain(jobs, "bench.noop", "-c", "100", setup=lambda: bench.limit_queue("default", concurrency=1000))),
                 (f"  baseline: same drain, no limit ({jobs:,})",
                  lambda: bench.drain(jobs, "bench.noop", "-c", "100")),
                 "jobs/s",
             )  # fmt: skip
             results.append(bench.median(
                 f"drain of an unlimited queue, another queue limited to 2 running ({jobs:,})", "jobs/s",
-                lambda: bench.drain(jobs, "bench.noop", "-c", "100", setup=lambda: bench.limit_queue("other", "concurrency_limit = 2")),
+                lambda: bench.drain(jobs, "bench.noop", "-c", "100", setup=lambda: bench.limit_queue("other", concurrency=2)),
             ))  # fmt: skip
             results.append(bench.median(
                 f"drain, queue limited to 1,000,000 starts/s, -c 100 ({jobs:,})", "jobs/s",
-                lambda: bench.drain(jobs, "bench.noop", "-c", "100", setup=lambda: bench.limit_queue("default", "rate_limit = 1000000, rate_period = '1 second'")),
+                lambda: bench.drain(jobs, "bench.noop", "-c", "100", setup=lambda: bench.limit_queue("default", rate=queue_control.parse_rate("1000000/s"))),
             ))  # fmt: skip
         if "big" in scenarios:
             results.append(bench.median(

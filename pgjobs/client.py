@@ -128,10 +128,8 @@ def _dedupe_variants(options: EnqueueOptions) -> dict[str, Any]:
         return {}
     if options.dedupe_key is None:
         raise InvalidInput("dedupe_for and dedupe_mode need a dedupe_key")
-    if options.dedupe_mode is not None and options.dedupe_mode not in DEDUPE_MODES:
-        raise InvalidInput(
-            f"invalid dedupe_mode {options.dedupe_mode!r}: use one of {', '.join(DEDUPE_MODES)}"
-        )
+    if options.dedupe_mode is not None:
+        validation.one_of(options.dedupe_mode, "dedupe_mode", DEDUPE_MODES)
     window = (
         parse_duration(options.dedupe_for, field="dedupe_for")
         if options.dedupe_for is not None

@@ -17,7 +17,7 @@ Daylight saving time, in the schedule's zone:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -109,12 +109,6 @@ def zone(name: object) -> ZoneInfo:
         ) from None
 
 
-def check_policy(value: object, field: str, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise InvalidInput(f"invalid {field} {value!r}: use one of {', '.join(allowed)}")
-    return str(value)
-
-
 @dataclass(frozen=True)
 class FirePlan:
     """What one scheduler pass does for a due schedule."""
@@ -158,7 +152,3 @@ def _count_between(cron: Cron, first: datetime, last: datetime, cap: int = 1000)
         count += 1
         moment = cron.next_after(moment)
     return count
-
-
-def utc(moment: datetime) -> datetime:
-    return moment.astimezone(timezone.utc)

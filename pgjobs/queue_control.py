@@ -4,7 +4,7 @@ The limits are enforced by the claim, in the database (see ``claim()`` in the mi
 queue limited to N holds at most N live leases across every worker and machine, and a rate
 of N per period starts at most N jobs in any window of that period. These functions only
 store the settings and tell running workers at once (a resumed queue's jobs start without
-waiting for a poll; a newly limited queue's claims are serialised from the next claim on).
+waiting for a poll; a newly limited queue is watched for freed slots from then on).
 """
 
 from __future__ import annotations
@@ -93,13 +93,16 @@ def _upsert(
     conn.execute(statement, [name, *assignments.values()])
 
 
-def _tell_workers(conn: psycopg.Connection[Any], schema: str, name: str, limited: bool) -> None:
+def _tell_workers(
+    conn: psycopg.Connection[Any], schema: str, name: str, *, limited: bool, rate: bool
+) -> None:
     """Wake the workers of ``name`` (its jobs may start now) and, when it gained a limit,
-    have them serialise its claims at once rather than from their next tick."""
+    tell them at once rather than at their next tick (they then claim again as soon as
+    outcomes free slots, and, for a rate, arm a timer on the window's opening)."""
     conn.execute(
         "SELECT pg_notify(%s, json_build_object('queue', %s::text)::text),"
-        "       pg_notify(%s, CASE WHEN %s THEN '{\"limited\": true}' ELSE '{}' END)",
-        (db.jobs_channel(schema), name, db.control_channel(schema), limited),
+        "       pg_notify(%s, json_build_object('limited', %s, 'rate', %s)::text)",
+        (db.jobs_channel(schema), name, db.control_channel(schema), limited, rate),
     )
 
 
@@ -107,7 +110,7 @@ def set_paused(conn: psycopg.Connection[Any], schema: str, name: str, paused: bo
     """A paused queue keeps accepting jobs; none of them starts until it is resumed."""
     with conn.transaction():
         _upsert(conn, schema, name, {"paused": paused})
-        _tell_workers(conn, schema, name, limited=False)
+        _tell_workers(conn, schema, name, limited=False, rate=False)
 
 
 _UNSET: Any = object()
@@ -132,7 +135,9 @@ def set_limits(
         assignments["rate_period"] = rate.period if rate is not None else None
     if not assignments:
         raise InvalidInput("nothing to change: give a concurrency limit, a rate, or both")
-    limited = any(v is not None for v in assignments.values())
     with conn.transaction():
         _upsert(conn, schema, name, assignments)
-        _tell_workers(conn, schema, name, limited=limited)
+        _tell_workers(
+            conn, schema, name, limited=any(v is not None for v in assignments.values()),
+            rate=assignments.get("rate_limit") is not None,
+        )  # fmt: skip

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -75,6 +75,18 @@ class Policy:
         return cls.of(KEEP_DEFAULT, KEEP_FAILED_DEFAULT)
 
     @classmethod
+    def older_than(cls, age: timedelta, statuses: Sequence[JobStatus]) -> Policy:
+        """One age for these statuses (``pgjobs prune``); unfinished ones are refused: a
+        queued or running job is never pruned."""
+        unfinished = [s for s in statuses if s not in FINISHED_STATUSES]
+        if unfinished:
+            raise InvalidInput(
+                "only finished jobs can be pruned (succeeded, failed, cancelled), not "
+                f"{', '.join(s.value for s in unfinished)}"
+            )
+        return cls(dict.fromkeys(statuses, age))
+
+    @classmethod
     def of(cls, keep: timedelta | None, keep_failed: timedelta | None) -> Policy:
         ages: dict[JobStatus, timedelta] = {}
         if keep is not None:
@@ -92,33 +104,17 @@ def _params(status: JobStatus, age: timedelta, batch: int) -> dict[str, Any]:
     return {"status": status.value, "age": age, "batch": batch}
 
 
-def check_finished(statuses: Sequence[JobStatus]) -> None:
-    unfinished = [s for s in statuses if s not in FINISHED_STATUSES]
-    if unfinished:
-        raise InvalidInput(
-            "only finished jobs can be pruned (succeeded, failed, cancelled), not "
-            f"{', '.join(s.value for s in unfinished)}"
-        )
-
-
 def prune(
-    conn: psycopg.Connection[Any],
-    schema: str,
-    older_than: timedelta,
-    statuses: Sequence[JobStatus],
-    *,
-    batch_size: int = BATCH_SIZE,
+    conn: psycopg.Connection[Any], schema: str, policy: Policy, *, batch_size: int = BATCH_SIZE
 ) -> dict[JobStatus, int]:
-    """Delete finished jobs of ``statuses`` that ended more than ``older_than`` ago, in
-    batches of ``batch_size`` (autocommit: one transaction each). Returns the count per
-    status. Unfinished statuses are refused: a queued or running job is never pruned."""
-    check_finished(statuses)
+    """Delete the finished jobs ``policy`` says are old enough, in batches of ``batch_size``
+    (autocommit: one transaction each). Returns the count per status."""
     statement = _statement(schema)
     deleted: dict[JobStatus, int] = {}
-    for status in statuses:
+    for status, age in policy.keep.items():
         total = 0
         while True:
-            row = conn.execute(statement, _params(status, older_than, batch_size)).fetchone()
+            row = conn.execute(statement, _params(status, age, batch_size)).fetchone()
             count = int(row[0]) if row else 0
             total += count
             if count < batch_size:
@@ -145,10 +141,10 @@ async def prune_async(
     *,
     batch_size: int = BATCH_SIZE,
     pause: float = AUTO_PAUSE,
-    stop: Any = lambda: False,
+    stop: Callable[[], bool] = lambda: False,
 ) -> dict[JobStatus, int]:
-    """The workers' run: like :func:`prune` for each status of ``policy``, pausing between
-    batches and stopping early when ``stop()`` says so (shutdown)."""
+    """The workers' run: :func:`prune`, pausing between batches and stopping early when
+    ``stop()`` says so (shutdown)."""
     statement = _statement(schema)
     deleted: dict[JobStatus, int] = {}
     for status, age in policy.keep.items():

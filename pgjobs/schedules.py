@@ -76,8 +76,8 @@ class Schedule:
             validation.priority(self.priority)
         if self.max_attempts is not None:
             validation.max_attempts(self.max_attempts)
-        cron_rules.check_policy(self.missed, "missed policy", cron_rules.MISSED_POLICIES)
-        cron_rules.check_policy(self.overlap, "overlap policy", cron_rules.OVERLAP_POLICIES)
+        validation.one_of(self.missed, "missed policy", cron_rules.MISSED_POLICIES)
+        validation.one_of(self.overlap, "overlap policy", cron_rules.OVERLAP_POLICIES)
 
     @property
     def when(self) -> cron_rules.Cron:
@@ -99,7 +99,13 @@ class Schedule:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Schedule:
-        return cls(**{k: row[k] for k in cls.__dataclass_fields__ if k in row})
+        try:
+            return cls(**{k: row[k] for k in cls.__dataclass_fields__ if k in row})
+        except InvalidInput as exc:  # stored by plain SQL: say which one
+            raise InvalidInput(
+                f"stored schedule {row.get('name')!r}: {exc} (fix it with 'pgjobs schedules add"
+                " ... --replace' or remove it)"
+            ) from None
 
 
 _COLUMNS = (
@@ -114,6 +120,21 @@ def _values(schedule: Schedule, next_fire_at: datetime) -> list[Any]:
         dumps(dict(row.args), what="schedule args") if c == "args" else getattr(row, c)
         for c in _COLUMNS
     ]
+
+
+def _upsert(schema: str, on_conflict: str) -> sql.Composed:
+    """INSERT of a schedule row (values from :func:`_values`) with this conflict clause."""
+    return sql.SQL("INSERT INTO {table} ({columns}) VALUES ({values}) " + on_conflict).format(
+        table=sql.Identifier(schema, "schedules"),
+        columns=sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)),
+        values=sql.SQL(", ").join(sql.Placeholder() * len(_COLUMNS)),
+    )
+
+
+#: Rewrites every stored column of a schedule of the same name.
+_OVERWRITE = "ON CONFLICT (name) DO UPDATE SET " + ", ".join(
+    f"{c} = excluded.{c}" for c in _COLUMNS if c != "name"
+)
 
 
 def _changed(conn: psycopg.Connection[Any], schema: str) -> None:
@@ -138,19 +159,11 @@ def add(
     an error unless ``replace_existing`` (the old definition is replaced, its state reset)."""
     with conn.transaction():
         first = schedule.when.next_after(_server_now(conn))
-        statement = sql.SQL(
-            "INSERT INTO {table} ({columns}) VALUES ({values}) {conflict} RETURNING *"
-        ).format(
-            table=sql.Identifier(schema, "schedules"),
-            columns=sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)),
-            values=sql.SQL(", ").join(sql.Placeholder() * len(_COLUMNS)),
-            conflict=sql.SQL(
-                "ON CONFLICT (name) DO UPDATE SET "
-                + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c != "name")
-                + ", last_fire_at = NULL, last_job_id = NULL, updated_at = now()"
-                if replace_existing
-                else "ON CONFLICT (name) DO NOTHING"
-            ),
+        statement = _upsert(
+            schema,
+            _OVERWRITE + ", last_fire_at = NULL, last_job_id = NULL, updated_at = now() RETURNING *"
+            if replace_existing
+            else "ON CONFLICT (name) DO NOTHING RETURNING *",
         )
         with conn.cursor(row_factory=dict_row) as cursor:
             row = cursor.execute(statement, _values(schedule, first)).fetchone()
@@ -245,16 +258,8 @@ async def sync_declared(
                 log.warning("schedule.replaced_by_code", schedule=schedule.name)
             paused = old.paused if old is not None else False
             row = replace(schedule, source="code", paused=paused)
-            updates = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c != "name")
             await conn.execute(
-                sql.SQL(
-                    "INSERT INTO {table} ({columns}) VALUES ({values})"
-                    " ON CONFLICT (name) DO UPDATE SET " + updates + ", updated_at = now()"
-                ).format(
-                    table=sql.Identifier(schema, "schedules"),
-                    columns=sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)),
-                    values=sql.SQL(", ").join(sql.Placeholder() * len(_COLUMNS)),
-                ),
+                _upsert(schema, _OVERWRITE + ", updated_at = now()"),
                 _values(row, row.when.next_after(now)),
             )
 
@@ -312,6 +317,10 @@ moved AS (
 SELECT f.id, f.not_before FROM fired AS f ORDER BY f.id
 """
 
+_PAUSE_INVALID = """
+UPDATE {schema}.schedules SET paused = true, updated_at = now() WHERE name = %(name)s
+"""
+
 _NEXT = """
 SELECT min(next_fire_at) AS next_fire_at, clock_timestamp() AS now
   FROM {schema}.schedules WHERE NOT paused
@@ -331,13 +340,16 @@ async def fire_due(conn: psycopg.AsyncConnection[Any], schema: str) -> Pass:
         await cursor.execute(_query(_DUE, schema))
         due = await cursor.fetchall()
         for row in due:
-            schedule = Schedule.from_row(row)
             try:
+                schedule = Schedule.from_row(row)
                 fire_plan = cron_rules.plan(
                     schedule.when, row["next_fire_at"], row["now"], schedule.missed
                 )
-            except InvalidInput as exc:  # a zone removed from this machine's tzdata
-                log.error("schedule.invalid", schedule=schedule.name, error=str(exc))
+            except InvalidInput as exc:
+                # Stored by other means (plain SQL, a zone missing from this machine's tzdata):
+                # left due, it would be read again at every wake-up. Paused, it waits for a fix.
+                log.error("schedule.invalid_paused", schedule=row["name"], error=str(exc))
+                await cursor.execute(_query(_PAUSE_INVALID, schema), {"name": row["name"]})
                 continue
             await cursor.execute(
                 _query(_FIRE, schema),

@@ -80,6 +80,12 @@ def max_attempts(value: Any) -> int:
     return _integer(value, "max_attempts", MAX_ATTEMPTS_MIN, MAX_ATTEMPTS_MAX)
 
 
+def one_of(value: Any, field: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise InvalidInput(f"invalid {field} {value!r}: use one of {', '.join(allowed)}")
+    return str(value)
+
+
 def key(value: Any, field: str) -> str:
     if not isinstance(value, str) or not 1 <= len(value) <= KEY_MAX:
         raise InvalidInput(f"{field} must be a string of 1-{KEY_MAX} characters")

@@ -15,6 +15,7 @@ import signal
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -26,6 +27,7 @@ from pgjobs.app import App
 from pgjobs.compat import ensure_compatible
 from pgjobs.connection import connect, one_line, resolve_dsn
 from pgjobs.log import get_logger
+from pgjobs.registry import Task
 from pgjobs.worker.batches import Batcher
 from pgjobs.worker.completer import Completer
 from pgjobs.worker.config import (
@@ -343,45 +345,35 @@ class Worker:
         run = Run(JobContext(job, self.app, self), self.app.tasks.get(job.task))
         self.running[job.id] = run
         if run.task is not None and run.task.batch_size is not None:
-            self.batcher.add(run)  # it starts with its batch
+            self.batcher.add(run)  # it starts with its batch (_start_batch)
             return
-        task = asyncio.create_task(self._execute(run), name=f"pgjobs-job-{job.id}")
-        run.own_task = task
+        self._launch([run], f"pgjobs-job-{job.id}", self.executor.run, run)
+
+    def _start_batch(self, task: Task[Any, Any], runs: list[Run]) -> None:
+        self._launch(runs, f"pgjobs-batch-{task.name}", self.executor.run_batch, runs, task)
+
+    def _launch(
+        self, runs: list[Run], name: str, work: Callable[..., Awaitable[None]], *args: Any
+    ) -> None:
+        """Run ``work(*args)`` for these runs in a task of their own."""
+        task = asyncio.create_task(self._execute(runs, work, *args), name=name)
+        for run in runs:
+            run.own_task = task
         self._job_tasks.add(task)
         task.add_done_callback(self._job_tasks.discard)
 
-    def _start_batch(self, task: Any, runs: list[Run]) -> None:
-        job_task = asyncio.create_task(
-            self._execute_batch(task, runs), name=f"pgjobs-batch-{task.name}"
-        )
-        for run in runs:
-            run.own_task = job_task
-        self._job_tasks.add(job_task)
-        job_task.add_done_callback(self._job_tasks.discard)
-
-    async def _execute_batch(self, task: Any, runs: list[Run]) -> None:
+    async def _execute(
+        self, runs: list[Run], work: Callable[..., Awaitable[None]], *args: Any
+    ) -> None:
         try:
-            await self.executor.run_batch(runs, task)
+            await work(*args)
         except asyncio.CancelledError:
             pass
         except Exception:  # pragma: no cover - the executor turns errors into outcomes
-            self.log.exception("batch.crashed", task=task.name, jobs=len(runs))
+            self.log.exception("job.crashed", job_ids=[r.context.job.id for r in runs])
         finally:
             for run in runs:
                 self.running.pop(run.context.job.id, None)
-            if self.config.burst and not self.running:
-                self._woken = True
-            self.kick()
-
-    async def _execute(self, run: Run) -> None:
-        try:
-            await self.executor.run(run)
-        except asyncio.CancelledError:
-            pass
-        except Exception:  # pragma: no cover - the executor turns errors into outcomes
-            self.log.exception("job.crashed", job_id=run.context.job.id)
-        finally:
-            self.running.pop(run.context.job.id, None)
             if self.config.burst and not self.running:
                 self._woken = True  # burst: look once more, then leave if nothing is ready
             self.kick()
@@ -462,8 +454,10 @@ class Worker:
             for job_id in data.get("cancel", ()):
                 self._cancel(job_id)
             if data.get("limited"):
-                # a queue gained a limit: serialise claims from now on
-                self._limited = self._rate_limited = True
+                # A queue gained a limit: watch for freed slots (and the rate window) now,
+                # not at the next tick.
+                self._limited = True
+                self._rate_limited = self._rate_limited or bool(data.get("rate"))
             if data.get("schedules"):
                 self.scheduler.changed()
                 if self._keeper_wake is not None:

@@ -207,3 +207,11 @@ def test_bad_flow_options_are_one_line_and_store_nothing(
 ) -> None:
     assert_error(cli("enqueue", "t", *args), 2, fragment)
     assert pgjobs_conn.execute("SELECT count(*) FROM pgjobs.jobs").fetchone() == (0,)
+
+
+def test_a_schedule_broken_by_plain_sql_is_named_by_ls(cli: Cli, pgjobs_conn: Conn) -> None:
+    pgjobs_conn.execute(
+        "INSERT INTO pgjobs.schedules (name, cron, task) VALUES ('broken', '61 * * * *', 't')"
+    )
+    assert_error(cli("schedules", "ls"), 2, "stored schedule 'broken'", "invalid cron expression")
+    assert_ok(cli("schedules", "rm", "broken"))

@@ -70,7 +70,11 @@ def test_pruning_a_million_rows_removes_only_what_it_should_and_never_blocks_cla
         with psycopg.connect(pgjobs_dsn, autocommit=True) as conn:
             result.update(
                 retention.prune(
-                    conn, "pgjobs", timedelta(days=7), [JobStatus.SUCCEEDED, JobStatus.CANCELLED]
+                    conn,
+                    "pgjobs",
+                    retention.Policy.older_than(
+                        timedelta(days=7), [JobStatus.SUCCEEDED, JobStatus.CANCELLED]
+                    ),
                 )
             )
 
@@ -100,9 +104,9 @@ def test_pruning_a_million_rows_removes_only_what_it_should_and_never_blocks_cla
     }
 
 
-def test_prune_refuses_unfinished_statuses(pgjobs_conn: Conn) -> None:
+def test_prune_refuses_unfinished_statuses() -> None:
     with pytest.raises(InvalidInput, match="only finished jobs can be pruned"):
-        retention.prune(pgjobs_conn, "pgjobs", timedelta(0), [JobStatus.QUEUED])
+        retention.Policy.older_than(timedelta(0), [JobStatus.QUEUED])
 
 
 def test_workers_prune_once_per_interval_for_the_whole_fleet(

@@ -263,3 +263,23 @@ def test_a_schedule_added_while_workers_run_fires_without_waiting_for_a_tick(
     wait_for(
         lambda: jobs_of(pgjobs_conn, "soon"), timeout=10, message="the new schedule never fired"
     )
+
+
+def test_a_schedule_stored_broken_by_plain_sql_is_paused_not_retried_forever(
+    pgjobs_conn: Conn, pgjobs_dsn: str
+) -> None:
+    """The table cannot check a cron expression: a bad one written by SQL would be due at
+    every wake-up if left as it is; the pass pauses it, fires nothing and fires the rest."""
+    schedules.add(pgjobs_conn, "pgjobs", schedule(name="fine"))
+    pgjobs_conn.execute(
+        "INSERT INTO pgjobs.schedules (name, cron, task, next_fire_at)"
+        " VALUES ('broken', '61 * * * *', 'report', now() - interval '1 second')"
+    )
+    move_due(pgjobs_conn, "fine", "now()")
+    (done,) = fire(pgjobs_dsn)
+    assert [f.schedule for f in done.fired] == ["fine"]
+    assert pgjobs_conn.execute(
+        "SELECT paused FROM pgjobs.schedules WHERE name = 'broken'"
+    ).fetchone() == (True,)
+    assert done.next_fire_at is not None and done.next_fire_at > datetime.now().astimezone()
+    assert jobs_of(pgjobs_conn, "broken") == []

@@ -11,7 +11,7 @@ from typing import Any
 import click
 import psycopg
 
-from pgjobs import admin, client, db
+from pgjobs import admin, callbacks, client, db
 from pgjobs.app import App, max_args_bytes_setting
 from pgjobs.config import Settings
 from pgjobs.errors import JobFailed, NotFound
@@ -175,7 +175,32 @@ def enqueue(
         click.echo(inserted.record.id)
 
 
-@click.command()
+STATUS_EPILOG = """\b
+Examples:
+  pgjobs status 42                  state, attempts, progress, result or error
+  pgjobs status 42 --json           the whole job (and its callback delivery) as JSON
+"""
+
+WAIT_EPILOG = """\b
+Examples:
+  pgjobs wait 42                    block until job 42 ends; print its result
+  pgjobs wait 42 --timeout 5m --json
+  ID=$(pgjobs enqueue reports.build) && pgjobs wait "$ID" && echo built
+\b
+Behind a pooler in transaction mode, set PGJOBS_LISTEN_DSN (a direct DSN, or off).
+"""
+
+JOBS_EPILOG = """\b
+Examples:
+  pgjobs jobs ls --status failed -q emails        newest failed jobs of a queue
+  pgjobs jobs ls --before 1200 --limit 50         the next page (keyset paging)
+  pgjobs jobs retry --failed -q emails --yes      every failed job of the queue, due now
+  pgjobs jobs cancel 42 43                        queued: at once; running: asked to stop
+  pgjobs jobs tree 42                             the chain job 42 belongs to
+"""
+
+
+@click.command(epilog=STATUS_EPILOG)
 @click.argument("job_id", type=JOB_ID, metavar="ID")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole job as JSON.")
 @database_options
@@ -186,10 +211,19 @@ def status(
     settings = settings_from(dsn, schema, home)
     with checked_connection(settings) as conn:
         record = _load(conn, settings.schema, job_id)
+        delivery = callbacks.delivery(conn, settings.schema, job_id)
     if as_json:
-        echo_json(record.to_json())
+        shown = record.to_json()
+        if delivery is not None:
+            shown["callback_delivery"] = delivery.to_json()
+        echo_json(shown)
         return
-    for name, value in job_summary(record):
+    fields = job_summary(record)
+    if delivery is not None:
+        # Right after the callback URL, which job_summary shows.
+        at = next((i + 1 for i, (name, _) in enumerate(fields) if name == "callback"), len(fields))
+        fields[at:at] = _delivery_lines(delivery)
+    for name, value in fields:
         text = str(value)
         if "\n" in text:
             click.echo(f"{name}:")
@@ -198,7 +232,30 @@ def status(
             click.echo(f"{name + ':':<12}{text}")
 
 
-@click.command()
+def _delivery_lines(state: callbacks.CallbackState) -> list[tuple[str, str]]:
+    """One ``delivery`` line per ending of the job (its callback's state), oldest first."""
+    if not state.deliveries:
+        return [("delivery", "when the job ends")]
+    lines = []
+    for d in state.deliveries:
+        tries = f"{d.attempts}/{d.max_attempts} attempt(s)"
+        if d.state == "delivered":
+            assert d.delivered_at is not None
+            text = f"delivered {d.delivered_at.isoformat()} ({ago(d.delivered_at)}), {tries}"
+        elif d.state == "retrying":
+            assert d.next_attempt_at is not None
+            text = f"retrying, {tries}, next {d.next_attempt_at.isoformat()} ({ago(d.next_attempt_at)})"
+        elif d.state == "failed":
+            text = f"failed, {tries}"
+        else:
+            text = f"{d.state}, {tries}"
+        if d.last_error and d.state != "delivered":
+            text += f": {d.last_error.strip().splitlines()[-1]}"
+        lines.append(("delivery", f"#{d.id} of the {d.ending} ending: {text}"))
+    return lines
+
+
+@click.command(epilog=WAIT_EPILOG)
 @click.argument("job_id", type=JOB_ID, metavar="ID")
 @click.option("--timeout", type=DURATION, help="Give up after this long (exit 124).")
 @click.option("--json", "as_json", is_flag=True, help="Print the final job as JSON.")
@@ -220,7 +277,7 @@ def wait(
     _wait(settings_from(dsn, schema, home), job_id, timeout, as_json)
 
 
-@click.group()
+@click.group(epilog=JOBS_EPILOG)
 def jobs() -> None:
     """List, retry and cancel jobs."""
 

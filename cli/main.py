@@ -18,18 +18,22 @@ from pgjobs.errors import PgjobsError
 
 from .bench import bench
 from .embedded import embedded
+from .grants import grants
 from .info import info
 from .jobs import enqueue, jobs, status, wait
 from .migrate import migrate
+from .orchestration import health, keda_query
 from .prune import prune
 from .queues import queues
 from .schedules import schedules
+from .serve import serve
 from .worker import worker
 
 EPILOG = """\b
 Examples:
   pgjobs migrate                          create or upgrade the schema
   pgjobs enqueue emails.send '{"to": "a@example.com"}' --delay 5m
+  pgjobs worker --app myapp.tasks         run jobs: the daemon (--burst: until none is left)
   pgjobs status 42                        one job: state, attempts, result, error
   pgjobs jobs ls --status failed          newest failed jobs
   pgjobs jobs retry --failed -q emails    put failed jobs back in their queue
@@ -38,6 +42,9 @@ Examples:
   pgjobs schedules add nightly "0 3 * * *" reports.nightly --tz Europe/Paris
   pgjobs prune --older-than 7d            delete finished jobs (workers also do it)
   pgjobs info                             which database, schema revision, workers alive
+  pgjobs keda-query -q emails             the query of a KEDA postgresql trigger
+  pgjobs grants worker pgjobs_worker      the GRANTs of a least-privilege worker role
+  pgjobs serve                            the HTTP API on 127.0.0.1:8000 (docs/http.md)
 
 With no PGJOBS_DSN, pgjobs runs its own PostgreSQL (embedded) in PGJOBS_HOME.
 """
@@ -60,7 +67,8 @@ def cli(log_format: str | None, log_level: str | None) -> None:
 
 
 COMMANDS = (
-    bench, embedded, enqueue, info, jobs, migrate, prune, queues, schedules, status, wait, worker,
+    bench, embedded, enqueue, grants, health, info, jobs, keda_query, migrate, prune, queues, schedules,
+    serve, status, wait, worker,
 )  # fmt: skip
 for command in COMMANDS:
     cli.add_command(command)

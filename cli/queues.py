@@ -13,8 +13,17 @@ from pgjobs.errors import InvalidInput
 from .options import database, database_options
 from .output import echo_json, table
 
+QUEUES_EPILOG = """\b
+Examples:
+  pgjobs queues                             one line per queue
+  pgjobs queues --json
+  pgjobs queues pause emails                no job of the queue starts until resumed
+  pgjobs queues resume emails
+  pgjobs queues limit partner-api --concurrency 5 --rate 100/m
+"""
 
-@click.group(invoke_without_command=True)
+
+@click.group(invoke_without_command=True, epilog=QUEUES_EPILOG)
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
 @database_options
 @click.pass_context

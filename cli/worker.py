@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import sys
@@ -10,7 +11,6 @@ from datetime import timedelta
 import click
 
 from pgjobs.app import App
-from pgjobs.config import Settings
 from pgjobs.errors import ConfigError, InvalidInput
 from pgjobs.log import get_logger
 from pgjobs.worker.config import (
@@ -33,6 +33,7 @@ Examples:
   pgjobs worker --app myproject.jobs --burst          drain what is ready, then exit 0
   pgjobs worker --app myproject.jobs --max-jobs 1     one job, then exit (KEDA ScaledJob)
   pgjobs worker --app myproject.jobs --listen-dsn "$DIRECT_DSN"   pgbouncer in front
+  pgjobs worker --app myproject.jobs --metrics-port 9464    Prometheus: GET /metrics
 
 \b
 Stopping: SIGTERM or Ctrl-C stops claiming and lets running jobs finish within
@@ -111,7 +112,7 @@ def parse_queues(text: str | None) -> list[str] | None:
 @click.option(
     "--listen-dsn",
     metavar="DSN",
-    help="Direct connection for LISTEN when --dsn goes through pgbouncer (transaction mode).",
+    help="Direct connection for LISTEN when --dsn goes through pgbouncer (transaction mode); env PGJOBS_LISTEN_DSN (off: like --no-listen).",
 )
 @click.option("--no-listen", is_flag=True, help="Poll only (no LISTEN/NOTIFY).")
 @click.option(
@@ -155,6 +156,19 @@ def parse_queues(text: str | None) -> list[str] | None:
     help="How often the fleet prunes (one worker at a time, in small batches).",
 )  # fmt: skip
 @click.option("--no-prune", is_flag=True, help="This worker never prunes.")
+@click.option(
+    "--health-file", metavar="PATH",
+    help="Keep this file fresh for probes: see 'pgjobs health' (Kubernetes).",
+)  # fmt: skip
+@click.option(
+    "--metrics-port", type=click.IntRange(0, 65535), metavar="PORT",
+    help="Serve Prometheus metrics (GET /metrics) on this port; with --processes N, the "
+    "first of N consecutive ports (process i: PORT+i). 0: any free port (one process).",
+)  # fmt: skip
+@click.option(
+    "--metrics-host", default="127.0.0.1", show_default=True, metavar="HOST",
+    help="Address of --metrics-port (0.0.0.0: every interface, e.g. in a pod).",
+)  # fmt: skip
 @database_options
 def worker(
     app_spec: str, queues: str | None, concurrency: int, burst: bool, max_jobs: int | None,
@@ -162,13 +176,25 @@ def worker(
     poll_interval: timedelta | None, quiet_jobs: bool, tick_interval: timedelta,
     processes: int, max_tasks_per_child: int | None, max_memory: str | None,
     keep: timedelta | None, keep_failed: timedelta | None, prune_every: timedelta,
-    no_prune: bool, dsn: str | None, schema: str | None, home: str | None,
+    no_prune: bool, health_file: str | None, metrics_port: int | None, metrics_host: str,
+    dsn: str | None, schema: str | None, home: str | None,
 ) -> None:  # fmt: skip
     """Run jobs: claim them, run their handlers, record their outcomes."""
     if processes > 1 and max_jobs is not None:
         raise click.UsageError(
             "--max-jobs is for a single process (a KEDA ScaledJob pod); with --processes use --max-tasks-per-child"
         )
+    if metrics_port is not None and processes > 1:
+        if metrics_port == 0:
+            raise click.UsageError(
+                "--metrics-port 0 (any free port) is for one process: with --processes give "
+                "the first of the consecutive ports"
+            )
+        if metrics_port + processes - 1 > 65535:
+            raise click.UsageError(
+                f"--metrics-port {metrics_port} with --processes {processes}: the last "
+                "process's port would pass 65535"
+            )
     memory_limit = None
     if max_memory is not None:
         try:
@@ -182,15 +208,23 @@ def worker(
             Supervisor(command, processes, burst=burst, grace=grace.total_seconds()).run()
         )
     supervised = bool(os.environ.get(CHILD_ENV))
+    if metrics_port is not None and supervised and metrics_port != 0:
+        # The supervisor numbers its children from 0 (the variable's value): one port each.
+        metrics_port += int(os.environ[CHILD_ENV])
     if max_tasks_per_child is not None:
         max_jobs = max_tasks_per_child if max_jobs is None else min(max_jobs, max_tasks_per_child)
     if dsn is not None or schema is not None or home is not None:
         overrides = settings_from(dsn, schema, home)
-        app.settings = Settings(dsn=overrides.dsn if dsn is not None else app.settings.dsn,
-                                schema=overrides.schema if schema is not None else app.settings.schema,
-                                home=overrides.home if home is not None else app.settings.home)  # fmt: skip
+        app.settings = dataclasses.replace(
+            app.settings, dsn=overrides.dsn if dsn is not None else app.settings.dsn,
+            schema=overrides.schema if schema is not None else app.settings.schema,
+            home=overrides.home if home is not None else app.settings.home,
+        )  # fmt: skip
     if listen_dsn is not None and no_listen:
         raise click.UsageError("--listen-dsn and --no-listen contradict each other")
+    if listen_dsn is None and not no_listen:  # PGJOBS_LISTEN_DSN: a DSN, or off
+        no_listen = app.settings.listen_off
+        listen_dsn = None if no_listen else app.settings.listen_dsn
     config = WorkerConfig(
         queues=parse_queues(queues), concurrency=concurrency, lease=lease.total_seconds(),
         grace=grace.total_seconds(), burst=burst, max_jobs=max_jobs, listen=not no_listen,
@@ -198,8 +232,10 @@ def worker(
         max_memory=memory_limit, supervised=supervised, prune=not no_prune,
         keep=keep.total_seconds() if keep is not None else None,
         keep_failed=keep_failed.total_seconds() if keep_failed is not None else None,
-        prune_every=prune_every.total_seconds(),
+        prune_every=prune_every.total_seconds(), health_file=health_file,
         poll_interval=poll_interval.total_seconds() if poll_interval is not None else None,
     )  # fmt: skip
     get_logger("pgjobs.cli").debug("worker.config", config=repr(config))
-    raise SystemExit(Worker(app, config).run())
+    raise SystemExit(
+        Worker(app, config, metrics_port=metrics_port, metrics_host=metrics_host).run()
+    )

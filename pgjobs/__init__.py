@@ -12,6 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from pgjobs.app import App, Job
 from pgjobs.backoff import RetryPolicy
+from pgjobs.callbacks import verify_signature
 from pgjobs.client import Enqueued, EnqueueOptions
 from pgjobs.config import Settings
 from pgjobs.control import Cancel, Fail, Retry, Snooze
@@ -61,4 +62,5 @@ __all__ = [
     "WaitTimeout",
     "__version__",
     "current_job",
+    "verify_signature",
 ]

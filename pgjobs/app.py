@@ -20,13 +20,14 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 import psycopg
 from psycopg import sql
-from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import PoolTimeout as AsyncPoolTimeout
 
-from pgjobs import client, db
+from pgjobs import client, db, tracing
 from pgjobs.backoff import RetryPolicy
 from pgjobs.compat import ensure_compatible
 from pgjobs.config import Settings
@@ -39,10 +40,14 @@ from pgjobs.errors import (
     NotFound,
     WaitTimeout,
 )
+from pgjobs.pool import Pool, PoolTimeout
 from pgjobs.registry import JobSpec, Task, check_options
 from pgjobs.schedules import Schedule
 from pgjobs.types import JobRecord, JobStatus
 from pgjobs.validation import MAX_ARGS_BYTES_DEFAULT
+
+if TYPE_CHECKING:
+    from pgjobs.testing.eager import Eager
 
 F = TypeVar("F", bound=Callable[..., Any])
 P = ParamSpec("P")
@@ -54,6 +59,8 @@ POOL_TIMEOUT_DEFAULT = 10.0
 #: How often ``wait`` re-reads the job even without a notification (a missed one, or a
 #: pooler that drops them): a safety net, not the mechanism.
 WAIT_RECHECK_SECONDS = 5.0
+#: With PGJOBS_LISTEN_DSN=off, how often a waiter re-reads the job instead.
+WAIT_POLL_SECONDS = 0.5
 
 
 @dataclass
@@ -111,7 +118,13 @@ class Job(JobRecord):
         """
         app = self._app()
         deadline = _deadline(timeout)
-        with connect(app.settings) as listener:
+        if app.settings.listen_off:
+            while not self.refresh().status.finished:
+                if on_update is not None:
+                    on_update(self)
+                time.sleep(min(_remaining(deadline, self.id), WAIT_POLL_SECONDS))
+            return self.outcome()
+        with connect(app.settings, dsn=_listen_dsn(app.settings)) as listener:
             listener.execute(
                 sql.SQL("LISTEN {}").format(sql.Identifier(db.events_channel(app.settings.schema)))
             )
@@ -132,8 +145,14 @@ class Job(JobRecord):
     ) -> Any:
         app = self._app()
         deadline = _deadline(timeout)
+        if app.settings.listen_off:
+            while not (await self.refresh_async()).status.finished:
+                if on_update is not None:
+                    on_update(self)
+                await asyncio.sleep(min(_remaining(deadline, self.id), WAIT_POLL_SECONDS))
+            return self.outcome()
         listener = await psycopg.AsyncConnection.connect(
-            await asyncio.to_thread(resolve_dsn, app.settings),
+            await asyncio.to_thread(_listen_dsn, app.settings),
             autocommit=True,
             connect_timeout=app.settings.connect_timeout,
         )
@@ -149,6 +168,13 @@ class Job(JobRecord):
                     if _mentions(notice.payload, self.id):
                         break
         return self.outcome()
+
+
+def _listen_dsn(settings: Settings) -> str:
+    """Where a waiter LISTENs: ``PGJOBS_LISTEN_DSN`` (straight to PostgreSQL when the main
+    DSN is a pooler in transaction mode, where a LISTEN would stay behind on a pooled server
+    connection and never wake anyone), else the main DSN."""
+    return settings.listen_dsn or resolve_dsn(settings)
 
 
 def _deadline(timeout: float | timedelta | None) -> float | None:
@@ -185,17 +211,11 @@ TEMPLATE_CACHE_SIZE = 1024
 
 
 def _template_key(name: Any, options: client.EnqueueOptions | Mapping[str, Any]) -> Any:
-    """The cache key of a job's task and options, or None when they cannot be one (a
-    ``meta`` mapping is not hashable). With the types of the values: ``True == 1``, yet only
-    one of them is a valid priority."""
-    key: Any
-    try:
-        values = options.__dict__ if isinstance(options, client.EnqueueOptions) else options
-        key = (name, tuple(values.items()), tuple(map(type, values.values())))
-        hash(key)
-    except TypeError:
-        return None
-    return key
+    """The cache key of a job's task and options: flat, since building it is on the path of
+    every enqueue (it is not hashable when a value is not, e.g. a ``meta`` mapping). With
+    the types of the values: ``True == 1``, yet only one of them is a valid priority."""
+    values = options.__dict__ if isinstance(options, client.EnqueueOptions) else options
+    return (name, *values.items(), *map(type, values.values()))
 
 
 def _listed(specs: Any) -> Sequence[Any]:
@@ -208,11 +228,6 @@ def _listed(specs: Any) -> Sequence[Any]:
     if isinstance(specs, Iterable) and not isinstance(specs, str | bytes):
         return list(specs)
     raise InvalidInput(f"enqueue_many takes a list of job specs, got {type(specs).__name__}")
-
-
-def _check_if_idle(conn: psycopg.Connection[Any]) -> None:
-    if time.monotonic() - _last_used.get(conn, 0.0) > CHECK_IDLE_SECONDS:
-        ConnectionPool.check_connection(conn)
 
 
 async def _check_if_idle_async(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -236,6 +251,13 @@ def max_args_bytes_setting() -> int:
     return limit
 
 
+class _FromSettings:
+    """The default of ``App(prepare_threshold=...)``: whatever the settings say."""
+
+
+FROM_SETTINGS = _FromSettings()
+
+
 class _PooledConnection:
     """The context manager of :meth:`App.connection`: a plain class, because a generator
     context manager costs a visible part of a single enqueue's Python time."""
@@ -250,9 +272,8 @@ class _PooledConnection:
         return self._conn
 
     def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
-        if exc_type is None:
-            _last_used[self._conn] = time.monotonic()
-        self._pool.putconn(self._conn)  # rolls back whatever a failure left open
+        # rolls back whatever a failure left open, and checks the connection before reuse
+        self._pool.putconn(self._conn, clean=exc_type is None)
 
 
 class App:
@@ -277,7 +298,7 @@ class App:
         max_args_bytes: int | None = None,
         pool_size: int = POOL_SIZE_DEFAULT,
         pool_timeout: float = POOL_TIMEOUT_DEFAULT,
-        prepare_threshold: int | None = 5,
+        prepare_threshold: int | _FromSettings | None = FROM_SETTINGS,
     ) -> None:
         self.settings = Settings.from_env(dsn=dsn, schema=schema, home=home)
         self.max_args_bytes = max_args_bytes or max_args_bytes_setting()
@@ -292,15 +313,27 @@ class App:
         self.async_middlewares: list[Callable[..., Any]] = []
         self.pool_size = pool_size
         self.pool_timeout = pool_timeout
-        self.prepare_threshold = prepare_threshold
-        self._pool: ConnectionPool[Any] | None = None
+        self._prepare_threshold = prepare_threshold
+        self._pool: Pool | None = None
         self._apool: AsyncConnectionPool[Any] | None = None
         self._lock = threading.Lock()
         self._dsn: str | None = None
+        #: Set by ``pgjobs.testing.eager()`` only: enqueues then run their jobs at once.
+        self._eager: Eager | None = None
 
     @property
     def schema(self) -> str:
         return self.settings.schema
+
+    @property
+    def prepare_threshold(self) -> int | None:
+        """Executions of a statement on a connection before it is prepared on the server
+        (None: never, for poolers in transaction mode that do not track prepared
+        statements): ``App(prepare_threshold=...)``, else ``PGJOBS_PREPARE_THRESHOLD``,
+        else psycopg's default of 5."""
+        if isinstance(self._prepare_threshold, _FromSettings):
+            return self.settings.prepare_threshold
+        return self._prepare_threshold
 
     # --- tasks ----------------------------------------------------------------------
 
@@ -457,7 +490,7 @@ class App:
         ``with app.connection() as conn: ...``."""
         return _PooledConnection(self)
 
-    def _checkout(self) -> tuple[ConnectionPool[Any], psycopg.Connection[Any]]:
+    def _checkout(self) -> tuple[Pool, psycopg.Connection[Any]]:
         pool = self._pool  # once open, no lock: it is on the path of every single enqueue
         if pool is None:
             pool = self._open_pool()
@@ -466,23 +499,20 @@ class App:
         except PoolTimeout as exc:
             raise self._unavailable(exc) from exc
 
-    def _unavailable(self, exc: PoolTimeout) -> DatabaseUnavailable:
+    def _unavailable(self, exc: PoolTimeout | AsyncPoolTimeout) -> DatabaseUnavailable:
         return DatabaseUnavailable(
             f"no database connection within {self.pool_timeout:g}s: {one_line(exc)}"
         )
 
-    def _open_pool(self) -> ConnectionPool[Any]:
+    def _open_pool(self) -> Pool:
         with self._lock:
             if self._pool is None:
-                self._pool = ConnectionPool(
-                    self._checked_dsn(),
-                    min_size=1,
+                dsn, prepare_threshold = self._checked_dsn(), self.prepare_threshold
+                self._pool = Pool(
+                    lambda: connect(self.settings, dsn=dsn, prepare_threshold=prepare_threshold),
                     max_size=self.pool_size,
-                    kwargs=self._connect_kwargs(),
-                    check=_check_if_idle,
                     timeout=self.pool_timeout,
-                    name="pgjobs",
-                    open=True,
+                    check_after=CHECK_IDLE_SECONDS,
                 )
             return self._pool
 
@@ -507,7 +537,7 @@ class App:
             async with self._apool.connection() as conn:
                 yield conn
                 _last_used[conn] = time.monotonic()
-        except PoolTimeout as exc:
+        except AsyncPoolTimeout as exc:
             raise self._unavailable(exc) from exc
 
     def close(self) -> None:
@@ -553,7 +583,10 @@ class App:
         template, registered = self._template(name, options)
         if registered is not None:
             registered.check_args(args or {})
-        return client.with_args(template, args, max_args_bytes=self.max_args_bytes)
+        job = client.with_args(template, args, max_args_bytes=self.max_args_bytes)
+        if tracing.ENABLED:  # OpenTelemetry installed: carry the current span's context
+            return tracing.with_trace(job)
+        return job
 
     def _template(
         self, name: Any, options: client.EnqueueOptions | Mapping[str, Any]
@@ -564,10 +597,12 @@ class App:
         An entry holds the Task it was built from, so registering a task invalidates it."""
         registered = self.tasks.get(name) if isinstance(name, str) else None
         key = _template_key(name, options)
-        if key is not None:
+        try:
             cached = self._templates.get(key)
-            if cached is not None and cached[1] is registered:
-                return cached
+        except TypeError:  # an unhashable option value: validated each time
+            key = cached = None
+        if cached is not None and cached[1] is registered:
+            return cached
         if name is None:
             raise InvalidInput("each job needs a 'task'")
         if not isinstance(options, client.EnqueueOptions):
@@ -606,9 +641,13 @@ class App:
         """
         job = self._prepare(task, args, options)
         if connection is not None:
-            return self._job(client.enqueue(client.as_target(connection), self.schema, job))
-        with self.connection() as conn:
-            return self._job(client.enqueue(client.PsycopgTarget(conn), self.schema, job))
+            enqueued = self._job(client.enqueue(client.as_target(connection), self.schema, job))
+        else:
+            with self.connection() as conn:
+                enqueued = self._job(client.enqueue(client.PsycopgTarget(conn), self.schema, job))
+        if self._eager is not None:  # a test's eager mode (pgjobs.testing)
+            return self._eager.enqueued(enqueued, connection)
+        return enqueued
 
     async def enqueue_async(
         self,
@@ -620,13 +659,17 @@ class App:
     ) -> Job:
         job = self._prepare(task, args, options)
         if connection is not None:
-            return self._job(
+            enqueued = self._job(
                 await client.enqueue_async(client.as_async_target(connection), self.schema, job)
             )
-        async with self.connection_async() as conn:
-            return self._job(
-                await client.enqueue_async(client.AsyncPsycopgTarget(conn), self.schema, job)
-            )
+        else:
+            async with self.connection_async() as conn:
+                enqueued = self._job(
+                    await client.enqueue_async(client.AsyncPsycopgTarget(conn), self.schema, job)
+                )
+        if self._eager is not None:  # a test's eager mode (pgjobs.testing)
+            return await self._eager.enqueued_async(enqueued, connection)
+        return enqueued
 
     def _options(self, name: str, options: client.EnqueueOptions) -> client.EnqueueOptions:
         registered = self.tasks.get(name)
@@ -642,9 +685,9 @@ class App:
         options: client.EnqueueOptions | Mapping[str, Any]
         for position, spec in enumerate(specs):
             try:
-                if isinstance(spec, JobSpec):
+                if type(spec) is not dict and isinstance(spec, JobSpec):
                     name, args, options = spec.task, spec.args, spec.options
-                elif not isinstance(spec, Mapping):
+                elif type(spec) is not dict and not isinstance(spec, Mapping):
                     raise InvalidInput(
                         f"each job is a JobSpec or a mapping with 'task', got {type(spec).__name__}"
                     )
@@ -673,9 +716,15 @@ class App:
         jobs = self._prepare_many(specs)
         if connection is not None:
             target = client.as_target(connection)
-            return client.enqueue_many(target, self.schema, jobs, len(specs))
-        with self.connection() as conn:
-            return client.enqueue_many(client.PsycopgTarget(conn), self.schema, jobs, len(specs))
+            results = client.enqueue_many(target, self.schema, jobs, len(specs))
+        else:
+            with self.connection() as conn:
+                results = client.enqueue_many(
+                    client.PsycopgTarget(conn), self.schema, jobs, len(specs)
+                )
+        if self._eager is not None:  # a test's eager mode (pgjobs.testing)
+            self._eager.enqueued_many(connection)
+        return results
 
     async def enqueue_many_async(
         self, specs: Iterable[JobSpec | Mapping[str, Any]], *, connection: Any = None
@@ -683,13 +732,17 @@ class App:
         specs = _listed(specs)
         jobs = self._prepare_many(specs)
         if connection is not None:
-            return await client.enqueue_many_async(
+            results = await client.enqueue_many_async(
                 client.as_async_target(connection), self.schema, jobs, len(specs)
             )
-        async with self.connection_async() as conn:
-            return await client.enqueue_many_async(
-                client.AsyncPsycopgTarget(conn), self.schema, jobs, len(specs)
-            )
+        else:
+            async with self.connection_async() as conn:
+                results = await client.enqueue_many_async(
+                    client.AsyncPsycopgTarget(conn), self.schema, jobs, len(specs)
+                )
+        if self._eager is not None:  # a test's eager mode (pgjobs.testing)
+            await self._eager.enqueued_many_async(connection)
+        return results
 
     def unknown_task_message(self, name: str) -> str:
         """Why a worker of this App cannot run a job of task ``name``."""

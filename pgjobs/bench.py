@@ -188,13 +188,16 @@ class Bench:
         baseline: tuple[str, Callable[[], contextlib.AbstractContextManager[Step]]],
         count: int,
         unit: str,
-        rounds: int = 20,
+        rounds: int,
     ) -> list[Result]:
-        """A figure and its baseline made of many cheap operations (one transaction each):
-        both sides stay open on one fresh schema and take turns in ``rounds`` short rounds
-        (AB BA AB...). A commit waits for the disk, whose speed drifts by 2x within minutes
-        on shared machines; long runs one after the other measure that drift more than
-        the difference between the two. A run's figure is its operations over its time."""
+        """A figure and its baseline made of many operations (single enqueues, or bulk
+        batches): both sides stay open on one fresh schema and take turns in ``rounds``
+        rounds (AB BA AB...). A commit waits for the disk, whose speed drifts by 2x within
+        seconds on shared machines; runs one after the other measure that drift more than
+        the difference between the two. Single enqueues take turns one by one: the finest
+        grain cancels the drift best (two bare sides measured so: 100 % ± 1 per run), and
+        each side then runs as in a program that enqueues between other work, with cold
+        CPU caches. A run's figure is its operations over its time."""
         runs: dict[str, list[float]] = {scenario[0]: [], baseline[0]: []}
         per_round = max(count // rounds, 1)
         for _ in range(self.repeat):
@@ -210,7 +213,20 @@ class Bench:
         return self._results(runs, unit)
 
     def _results(self, runs: dict[str, list[float]], unit: str) -> list[Result]:
+        """Each side's median, then the figure as a share of its baseline: the median of
+        the per-run ratios. Both sides of one run were measured interleaved, so a run's
+        ratio cancels what the machine was doing then; the ratio of the two medians would
+        compare runs made at different moments (a ±10 % spread per run here)."""
+        (figure, figure_runs), (_, baseline_runs) = runs.items()
+        ratios = [100 * f / b for f, b in zip(figure_runs, baseline_runs, strict=True)]
+        share = Result(
+            f"  = {figure.strip().split(' (')[0]} / baseline",
+            statistics.median(ratios),
+            "%",
+            ratios,
+        )
         results = [Result(name, statistics.median(r), unit, r) for name, r in runs.items()]
+        results.append(share)
         for result in results:
             self.log(result.line())
         return results
@@ -247,34 +263,48 @@ class Bench:
 
             yield step
 
-    def enqueue_bulk(self, count: int) -> float:
-        app = App(self.dsn, schema=BENCH_SCHEMA, pool_size=1)
-        with app:
-            specs = [
-                {
-                    "task": "bench.noop",
-                    "args": {"i": i},
-                    "queue": "default",
-                    "priority": 0,
-                    "max_attempts": 3,
-                }
-                for i in range(count)
-            ]
-            started = time.perf_counter()
-            app.enqueue_many(specs)
-            return count / (time.perf_counter() - started)
+    @contextlib.contextmanager
+    def bulk_enqueuer(self) -> Iterator[Step]:
+        """``step(n)``: one ``enqueue_many`` of n jobs (their specs built before the clock
+        starts: they are the caller's data); seconds."""
+        with App(self.dsn, schema=BENCH_SCHEMA, pool_size=1) as app:
+            app.enqueue("bench.noop")  # open the pool outside the measurement
 
-    def copy_bare(self, count: int) -> float:
+            def step(count: int) -> float:
+                specs = [
+                    {
+                        "task": "bench.noop",
+                        "args": {"i": i},
+                        "queue": "default",
+                        "priority": 0,
+                        "max_attempts": 3,
+                    }
+                    for i in range(count)
+                ]
+                started = time.perf_counter()
+                app.enqueue_many(specs)
+                return time.perf_counter() - started
+
+            yield step
+
+    @contextlib.contextmanager
+    def bare_copier(self) -> Iterator[Step]:
+        """``step(n)``: one hand-written COPY of the same n rows, their JSON encoded before
+        the clock starts (stricter than pgjobs' side, which encodes inside it); seconds."""
         with self.conn() as conn:
-            rows = [("bench.noop", json.dumps({"i": i}), "default", 0, 3) for i in range(count)]
             statement = sql.SQL(
                 "COPY {}.jobs (task, args, queue, priority, max_attempts) FROM STDIN"
             ).format(sql.Identifier(BENCH_SCHEMA))
-            started = time.perf_counter()
-            with conn.transaction(), conn.cursor() as cursor, cursor.copy(statement) as copy:
-                for row in rows:
-                    copy.write_row(row)
-            return count / (time.perf_counter() - started)
+
+            def step(count: int) -> float:
+                rows = [("bench.noop", json.dumps({"i": i}), "default", 0, 3) for i in range(count)]
+                started = time.perf_counter()
+                with conn.transaction(), conn.cursor() as cursor, cursor.copy(statement) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                return time.perf_counter() - started
+
+            yield step
 
     # --- drain ------------------------------------------------------------------------
 
@@ -560,12 +590,15 @@ def run(
                 (f"  baseline: bare INSERT + commit ({single:,})", bench.bare_inserter),
                 single,
                 "jobs/s",
+                rounds=single,
             )
             bulk = jobs * 2
-            results += bench.paired(
-                (f"enqueue: bulk enqueue_many ({bulk:,})", lambda: bench.enqueue_bulk(bulk)),
-                (f"  baseline: bare COPY ({bulk:,})", lambda: bench.copy_bare(bulk)),
+            results += bench.alternating(
+                (f"enqueue: bulk enqueue_many ({bulk:,})", bench.bulk_enqueuer),
+                (f"  baseline: bare COPY ({bulk:,})", bench.bare_copier),
+                bulk,
                 "jobs/s",
+                rounds=10,
             )
         if "drain" in scenarios:
             results.append(

@@ -27,6 +27,31 @@ EMBEDDED_DSN = "embedded"
 ENV_DSN = "PGJOBS_DSN"
 ENV_HOME = "PGJOBS_HOME"
 ENV_SCHEMA = "PGJOBS_SCHEMA"
+ENV_PREPARE_THRESHOLD = "PGJOBS_PREPARE_THRESHOLD"
+ENV_LISTEN_DSN = "PGJOBS_LISTEN_DSN"
+#: The value of ``PGJOBS_LISTEN_DSN`` that turns LISTEN off (waiting re-reads instead).
+LISTEN_OFF = "off"
+#: psycopg's default: a statement run this many times on a connection is prepared there.
+PREPARE_THRESHOLD_DEFAULT = 5
+
+
+def parse_prepare_threshold(value: str) -> int | None:
+    """``PGJOBS_PREPARE_THRESHOLD``: a count of executions before a statement is prepared
+    on the server, or ``off`` (never: for poolers in transaction mode that do not track
+    prepared statements, such as pgbouncer before 1.21)."""
+    text = value.strip().lower()
+    if text in ("off", "none", "never"):
+        return None
+    try:
+        threshold = int(text)
+    except ValueError:
+        threshold = -1
+    if threshold < 0:
+        raise ConfigError(
+            f"{ENV_PREPARE_THRESHOLD} must be a number of executions (0 or more) or 'off', "
+            f"got {value!r}"
+        )
+    return threshold
 
 
 def default_home() -> Path:
@@ -59,6 +84,11 @@ class Settings:
     schema: str = SCHEMA_DEFAULT
     home: Path = field(default_factory=default_home)
     connect_timeout: int = CONNECT_TIMEOUT_DEFAULT
+    #: Server-side prepared statements after this many executions; None: never.
+    prepare_threshold: int | None = PREPARE_THRESHOLD_DEFAULT
+    #: Where LISTEN goes when ``dsn`` is a pooler in transaction mode (a direct DSN), or
+    #: ``"off"`` to never LISTEN; None: the same as ``dsn``.
+    listen_dsn: str | None = None
 
     def __post_init__(self) -> None:
         validate_schema(self.schema)
@@ -71,6 +101,12 @@ class Settings:
     def embedded_requested(self) -> bool:
         """True when the embedded server was asked for explicitly (``PGJOBS_DSN=embedded``)."""
         return self.dsn is not None and self.dsn.strip().lower() == EMBEDDED_DSN
+
+    @property
+    def listen_off(self) -> bool:
+        """True when ``PGJOBS_LISTEN_DSN=off``: nothing LISTENs (behind a pooler in
+        transaction mode with no direct way to PostgreSQL)."""
+        return self.listen_dsn is not None and self.listen_dsn.strip().lower() == LISTEN_OFF
 
     @property
     def uses_embedded(self) -> bool:
@@ -91,4 +127,11 @@ class Settings:
         schema = schema if schema is not None else env.get(ENV_SCHEMA) or SCHEMA_DEFAULT
         home_value = home if home is not None else env.get(ENV_HOME)
         home_path = Path(home_value).expanduser() if home_value else default_home()
-        return cls(dsn=dsn, schema=schema, home=home_path)
+        threshold = env.get(ENV_PREPARE_THRESHOLD)
+        return cls(
+            dsn=dsn, schema=schema, home=home_path,
+            prepare_threshold=(
+                parse_prepare_threshold(threshold) if threshold else PREPARE_THRESHOLD_DEFAULT
+            ),
+            listen_dsn=env.get(ENV_LISTEN_DSN) or None,
+        )  # fmt: skip

@@ -71,6 +71,7 @@ def connect(
     """
     target = dsn if dsn is not None else resolve_dsn(settings)
     kwargs.setdefault("application_name", "pgjobs")
+    kwargs.setdefault("prepare_threshold", settings.prepare_threshold)
     try:
         return psycopg.connect(
             target,

@@ -25,6 +25,7 @@ from psycopg import pq, sql
 from psycopg.rows import dict_row, tuple_row
 
 from pgjobs import sql as queries
+from pgjobs.encoding import loads_own
 from pgjobs.types import JobRecord, JobStatus
 
 R = TypeVar("R")
@@ -168,7 +169,7 @@ def _new_record(job: NewJob, rows: list[tuple[Any, ...]]) -> Inserted:
     # thirty fields is a visible part of an enqueue's Python time.
     values = _NEW_RECORD.copy()
     values.update(
-        id=row[0], queue=queue, task=job.task, args=json.loads(job.args), priority=priority,
+        id=row[0], queue=queue, task=job.task, args=loads_own(job.args), priority=priority,
         not_before=(  # in the connection's time zone, as the database would return it
             job.not_before.astimezone(created_at.tzinfo)
             if job.not_before is not None
@@ -176,7 +177,7 @@ def _new_record(job: NewJob, rows: list[tuple[Any, ...]]) -> Inserted:
         ),
         max_attempts=max_attempts, created_at=created_at, callback_url=job.callback_url,
         parent_id=job.parent_id, lock_key=job.lock_key,
-        meta=json.loads(job.meta) if job.meta is not None else None,
+        meta=loads_own(job.meta) if job.meta is not None else None,
     )  # fmt: skip
     record = JobRecord.__new__(JobRecord)
     record.__dict__ = values

@@ -18,6 +18,7 @@ import fcntl
 import logging
 import os
 import subprocess
+import time
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -153,7 +154,16 @@ def ensure_running(home: Path, *, explicit: bool = False) -> EmbeddedServer:
         module.PostgresServer._instances.pop(data_dir, None)
     try:
         with _start_lock(home), _quiet_import():
-            server = module.get_server(data_dir, cleanup_mode=None)
+            try:
+                server = module.get_server(data_dir, cleanup_mode=None)
+            except subprocess.TimeoutExpired:
+                # The wheel gives pg_ctl ten seconds; a loaded machine's first start (initdb,
+                # then recovery or a checkpoint) can take longer while the server is fine.
+                # Wait for it to say ready, then take it as the running server it is.
+                if not _wait_ready(data_dir, START_WAIT_SECONDS):
+                    raise
+                module.PostgresServer._instances.pop(data_dir, None)
+                server = module.get_server(data_dir, cleanup_mode=None)
         info = server.get_postmaster_info()
     except (subprocess.SubprocessError, OSError, RuntimeError, AssertionError) as exc:
         log = data_dir / "log"
@@ -168,6 +178,28 @@ def ensure_running(home: Path, *, explicit: bool = False) -> EmbeddedServer:
         port=int(info.port),
         log_file=data_dir / "log",
     )
+
+
+#: How long a start that outlived the wheel's own timeout may still take to become ready.
+START_WAIT_SECONDS = 60.0
+
+
+def _wait_ready(data_dir: Path, seconds: float) -> bool:
+    """Wait until the postmaster of ``data_dir`` reports ``ready`` (the eighth line of
+    postmaster.pid) and its process lives; False after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    pid_file = data_dir / "postmaster.pid"
+    while time.monotonic() < deadline:
+        try:
+            lines = pid_file.read_text().splitlines()
+            pid = int(lines[0])
+            os.kill(pid, 0)
+            if len(lines) >= 8 and lines[7].strip() == "ready":
+                return True
+        except (OSError, ValueError, IndexError):
+            pass  # not written yet, or half written, or the process is gone for now
+        time.sleep(0.2)
+    return False
 
 
 def is_running(home: Path) -> bool:

@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from pgjobs import validation
 from pgjobs.backoff import DEFAULT_POLICY, RetryPolicy
+from pgjobs.callbacks import CALLBACK_TASK
 from pgjobs.client import OPTION_NAMES, EnqueueOptions
 from pgjobs.durations import parse_duration
 from pgjobs.errors import InvalidInput
+from pgjobs.http_task import HTTP_TASK
 
 if TYPE_CHECKING:
     from pgjobs.app import App, Job
@@ -25,6 +27,9 @@ P = ParamSpec("P")
 BATCH_SIZE_MAX = 10_000
 BATCH_WAIT_DEFAULT = "1s"
 R = TypeVar("R")
+#: pgjobs' own tasks, run by every worker whatever its App (pgjobs/worker/builtins.py). An
+#: App may not register a task of the same name: its workers would silently run it instead.
+BUILTIN_TASK_NAMES = frozenset({CALLBACK_TASK, HTTP_TASK})
 
 
 @dataclass(frozen=True)
@@ -65,10 +70,16 @@ class Task(Generic[P, R]):
         retry: RetryPolicy | Mapping[type[BaseException], RetryPolicy | None] | None,
         batch_size: int | None = None,
         batch_wait: str | float | timedelta | None = None,
+        builtin: bool = False,
     ) -> None:
         self.app = app
         self.fn = fn
         self.name = validation.task_name(name)
+        if self.name in BUILTIN_TASK_NAMES and not builtin:
+            raise InvalidInput(
+                f"task name {name!r} is reserved for pgjobs' built-in task of that name, which "
+                "every worker runs: choose another name"
+            )
         self.queue = validation.queue_name(queue) if queue is not None else None
         self.priority = validation.priority(priority) if priority is not None else None
         self.max_attempts = (

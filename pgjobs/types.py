@@ -78,7 +78,9 @@ class JobRecord:
     def to_json(self) -> dict[str, Any]:
         """A stable JSON form (ISO timestamps), as ``--json`` and the HTTP API show it."""
         out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
+        # The record's own fields, not a subclass's (a Job's App and dedupe flag are not the
+        # job's data).
+        for f in dataclasses.fields(JobRecord):
             if f.name == "lease_token":
                 continue
             value = getattr(self, f.name)

@@ -29,7 +29,8 @@ KEY_MAX = 512
 URL_MAX = 2048
 #: Default ceiling on the encoded size of a job's arguments (PGJOBS_MAX_ARGS_BYTES to change).
 MAX_ARGS_BYTES_DEFAULT = 1024 * 1024
-_URL = re.compile(r"^https?://\S+$")
+#: An http(s) URL with a host ('http:///x' has none: refused here, not at the first delivery).
+_URL = re.compile(r"^https?://[^\s/?#]+([/?#]\S*)?$")
 
 
 def task_name(value: Any) -> str:

@@ -1,8 +1,16 @@
-"""Test support for pgjobs and for applications that use it.
+"""Test support for pgjobs and for applications that use it (``docs/testing.md``).
+
+- :func:`drain` / :func:`drain_async`: run the jobs that are ready, inline, through the
+  worker's own claim, executor and completer, and get one :class:`JobRun` per run.
+- :func:`enqueued_jobs`, :func:`assert_enqueued`, :func:`assert_not_enqueued`: what was
+  enqueued, with messages that show what the database holds when nothing matches.
+- :func:`eager`: a block in which every enqueue through an App runs the job at once.
+- :func:`bind_app`: point an application's App at a test database for a while.
 
 The pytest plugin (:mod:`pgjobs.testing.plugin`, registered as an entry point) gives every
 test an isolated, migrated database cloned from a template, on the embedded server or on the
-server named by ``PGJOBS_TEST_DSN``. This module holds the pieces it is made of, usable
+server named by ``PGJOBS_TEST_DSN``, and the App fixtures built on it. The pieces it is made
+of (:func:`start_test_server`, :class:`DatabaseFactory`, :func:`isolated_database`) work
 without pytest too.
 """
 
@@ -24,6 +32,10 @@ from psycopg import conninfo, sql
 
 from pgjobs import embedded
 from pgjobs.config import Settings
+from pgjobs.testing.assertions import assert_enqueued, assert_not_enqueued, enqueued_jobs
+from pgjobs.testing.binding import bind_app
+from pgjobs.testing.drain import DrainIncomplete, JobRun, drain, drain_async
+from pgjobs.testing.eager import Eager, eager
 
 T = TypeVar("T")
 
@@ -172,8 +184,18 @@ def isolated_database(factory: DatabaseFactory, *, migrated: bool = True) -> Ite
 
 __all__ = [
     "DatabaseFactory",
+    "DrainIncomplete",
+    "Eager",
+    "JobRun",
     "TestServer",
     "WaitTimeout",
+    "assert_enqueued",
+    "assert_not_enqueued",
+    "bind_app",
+    "drain",
+    "drain_async",
+    "eager",
+    "enqueued_jobs",
     "isolated_database",
     "start_test_server",
     "wait_for",

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -27,6 +27,9 @@ from pgjobs.log import get_logger
 from pgjobs.types import JobStatus
 from pgjobs.worker.config import FINISH_BATCH_MAX
 from pgjobs.worker.connections import Reconnecting
+
+if TYPE_CHECKING:
+    from pgjobs.worker.metrics import Histogram
 
 
 @dataclass
@@ -46,12 +49,15 @@ class Completer:
         *,
         on_fenced: Callable[[db.Outcome], None],
         on_written: Callable[[], None] = lambda: None,
+        batch_sizes: Histogram | None = None,
     ) -> None:
         self.schema = schema
         self.connection = connection
         self.on_fenced = on_fenced
         #: Called after each batch is committed (slots of limited queues are free from then).
         self.on_written = on_written
+        #: Outcomes per committed statement (the worker's metrics), if given.
+        self.batch_sizes = batch_sizes
         self._pending: list[Finished] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -123,6 +129,8 @@ class Completer:
                 return
         self.flushes += 1
         self.written += len(statuses)
+        if self.batch_sizes is not None:
+            self.batch_sizes.observe(len(batch))
         for item in batch:
             status = statuses.get(item.outcome.job_id)
             if status is None:

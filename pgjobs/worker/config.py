@@ -78,6 +78,8 @@ class WorkerConfig:
     keep: float | None = KEEP_DEFAULT.total_seconds()
     keep_failed: float | None = KEEP_FAILED_DEFAULT.total_seconds()
     prune_every: float = PRUNE_EVERY_DEFAULT.total_seconds()
+    #: Rewritten as the keeper goes round, for probes (see pgjobs.worker.health).
+    health_file: str | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.concurrency <= 10_000:

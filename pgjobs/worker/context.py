@@ -153,7 +153,9 @@ class JobContext:
         """
         if self.transaction_conn is not None:
             raise PgjobsError("current_job().transaction() is already open for this job")
-        conn = psycopg.connect(self._services.dsn(), autocommit=False)
+        conn = psycopg.connect(
+            self._services.dsn(), autocommit=False, prepare_threshold=self.app.prepare_threshold
+        )
         try:
             if db.run(conn, self._lease_claim()) is None:
                 raise LeaseLost(
@@ -172,7 +174,9 @@ class JobContext:
         """The async form of :meth:`transaction`, for async handlers."""
         if self.transaction_conn is not None:
             raise PgjobsError("current_job().transaction_async() is already open for this job")
-        conn = await psycopg.AsyncConnection.connect(self._services.dsn(), autocommit=False)
+        conn = await psycopg.AsyncConnection.connect(
+            self._services.dsn(), autocommit=False, prepare_threshold=self.app.prepare_threshold
+        )
         try:
             if await db.run_async(conn, self._lease_claim()) is None:
                 raise LeaseLost(

@@ -16,15 +16,16 @@ import contextvars
 import dataclasses
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 
-from pgjobs import client, db, outcomes
+from pgjobs import client, db, outcomes, tracing
 from pgjobs.backoff import DEFAULT_POLICY
+from pgjobs.callbacks import CALLBACK_TASK
 from pgjobs.control import Cancel, Fail, Retry, Snooze
 from pgjobs.errors import InvalidInput
 from pgjobs.log import get_logger
@@ -33,6 +34,30 @@ from pgjobs.types import JobStatus
 from pgjobs.worker.batches import per_job
 from pgjobs.worker.completer import Finished
 from pgjobs.worker.context import JobContext, LeaseLost, bind, unbind
+from pgjobs.worker.metrics import outcome_label
+
+if TYPE_CHECKING:
+    from pgjobs.worker.metrics import WorkerMetrics
+
+R = TypeVar("R")
+
+
+class TaskTimedOut(TimeoutError):
+    """The task's ``timeout`` elapsed. Its own class: a ``TimeoutError`` the handler raises
+    itself (a third party did not answer) is an ordinary error of the handler, with its
+    message and traceback, and goes through the task's retry policy like any other."""
+
+
+async def within(awaitable: Awaitable[R], timeout: float) -> R:
+    """``asyncio.wait_for``, raising :class:`TaskTimedOut` only when the deadline passed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    try:
+        return await asyncio.wait_for(awaitable, timeout)
+    except TimeoutError as exc:
+        if loop.time() >= deadline:
+            raise TaskTimedOut(f"ran longer than {timeout:g}s") from exc
+        raise
 
 
 @dataclass(frozen=True)
@@ -120,16 +145,25 @@ class Run:
     submitted: bool = False  # an outcome was already written (timeout, hand-back)
     #: The asyncio task running this job (set by the worker when it starts the job).
     own_task: asyncio.Task[Any] | None = None
+    #: How the run ended, once counted in the metrics (see Executor._ended): counted once,
+    #: whichever of the paths (outcome, timeout, hand-back, lost lease) comes first.
+    ended_as: str | None = None
 
 
 class Executor:
     def __init__(
-        self, concurrency: int, submit: Callable[[Finished], None], *, log_jobs: bool
+        self,
+        concurrency: int,
+        submit: Callable[[Finished], None],
+        *,
+        log_jobs: bool,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self._threads = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="pgjobs-job")
         self._submit = submit
         self._log_jobs = log_jobs
         self._log = get_logger("pgjobs.worker")
+        self._metrics = metrics
         self.stuck_threads = 0
 
     def close(self) -> None:
@@ -146,7 +180,14 @@ class Executor:
             self._log.debug(
                 "job.started", job_id=job.id, task=job.task, queue=job.queue, attempt=job.attempts
             )
-        finished = await self._outcome(run)
+        if job.task != CALLBACK_TASK and tracing.active():  # deliveries: see builtins
+            with tracing.job_span(job) as span:
+                finished = await self._outcome(run)
+                self._ended(run, finished.outcome)
+                tracing.ended(span, run.ended_as or "", finished.outcome.error)
+        else:
+            finished = await self._outcome(run)
+        self._ended(run, finished.outcome)
         if run.submitted:
             return
         if (
@@ -162,11 +203,24 @@ class Executor:
         if self._log_jobs:
             self._log_end(run, finished.outcome)
 
+    def _ended(self, run: Run, outcome: db.Outcome | str) -> None:
+        """Count the run's end in the metrics, once (the first path to report it wins)."""
+        if run.ended_as is not None:
+            return
+        run.ended_as = outcome if isinstance(outcome, str) else outcome_label(outcome)
+        if self._metrics is not None:
+            self._metrics.job_ended(
+                run.context.job.task, run.ended_as, time.monotonic() - run.started
+            )
+            if run.ended_as == "lease_lost":
+                self._metrics.lease_lost += 1
+
     def hand_back(self, run: Run, reason: str) -> None:
         """Give the job back now (shutdown): fences the handler's own later outcome."""
         if run.submitted:
             return
         run.submitted = True
+        self._ended(run, "handed_back")
         self._submit(Finished(outcomes.handed_back(run.context.job, reason)))
         if run.handler is not None and not run.handler.done():
             run.handler.cancel()
@@ -204,6 +258,7 @@ class Executor:
             raise
         except LeaseLost as error:
             run.submitted = True  # nothing can be recorded without the lease
+            self._ended(run, "lease_lost")
             self._log.warning("job.fenced", job_id=job.id, task=job.task, reason=str(error))
             return Finished(outcomes.failed(job, str(error)))
         except Exception as error:
@@ -211,6 +266,7 @@ class Executor:
         if isinstance(result, Recorded):
             run.submitted = True
             if result.status is None:
+                self._ended(run, "lease_lost")
                 self._log.warning(
                     "job.fenced",
                     job_id=job.id,
@@ -240,7 +296,7 @@ class Executor:
             return Finished(outcomes.failed(job, f"Fail: {error}"))
         if isinstance(error, Cancel):
             return Finished(outcomes.cancelled(job, f"Cancel: {error}"))
-        if isinstance(error, TimeoutError):
+        if isinstance(error, TaskTimedOut):
             return Finished(
                 outcomes.errored(
                     job,
@@ -268,7 +324,7 @@ class Executor:
         try:
             if task.is_async:
                 call = task.fn(contexts)
-                result = await (asyncio.wait_for(call, timeout) if timeout is not None else call)
+                result = await (within(call, timeout) if timeout is not None else call)
             else:
                 loop = asyncio.get_running_loop()
                 result = await loop.run_in_executor(
@@ -302,6 +358,7 @@ class Executor:
                         )
                     )
             run.submitted = True
+            self._ended(run, finished.outcome)
             self._submit(finished)
             if self._log_jobs:
                 self._log_end(run, finished.outcome)
@@ -342,7 +399,7 @@ class Executor:
                 run.handler = run.own_task or asyncio.current_task()
                 return await handler()
             run.handler = asyncio.ensure_future(handler())
-            return await asyncio.wait_for(run.handler, timeout)
+            return await within(run.handler, timeout)
 
         def in_thread() -> Any:
             token = bind(context)
@@ -374,8 +431,8 @@ class Executor:
         if timeout is None:
             return await future
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
-        except TimeoutError:
+            return await within(asyncio.shield(future), timeout)
+        except TaskTimedOut:
             # The thread cannot be stopped: record the timeout now (which fences the run),
             # and keep the slot taken until the thread returns.
             run.submitted = True
@@ -386,6 +443,7 @@ class Executor:
                     task.retry,
                 )
             )
+            self._ended(run, finished.outcome)
             self._submit(finished)
             if self._log_jobs:
                 self._log_end(run, finished.outcome)

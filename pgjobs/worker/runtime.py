@@ -24,11 +24,14 @@ from psycopg import sql
 
 from pgjobs import __version__, db, retention
 from pgjobs.app import App
+from pgjobs.callbacks import INTERNAL_QUEUE
 from pgjobs.compat import ensure_compatible
 from pgjobs.connection import connect, one_line, resolve_dsn
+from pgjobs.errors import ConfigError
 from pgjobs.log import get_logger
 from pgjobs.registry import Task
 from pgjobs.worker.batches import Batcher
+from pgjobs.worker.builtins import Builtins
 from pgjobs.worker.completer import Completer
 from pgjobs.worker.config import (
     FORGET_AFTER_TICKS,
@@ -40,6 +43,8 @@ from pgjobs.worker.config import (
 from pgjobs.worker.connections import Reconnecting
 from pgjobs.worker.context import JobContext, LeaseLost
 from pgjobs.worker.executor import Executor, Run
+from pgjobs.worker.health import HealthFile
+from pgjobs.worker.metrics import MetricsServer, WorkerMetrics
 from pgjobs.worker.scheduler import Scheduler
 
 EXIT_OK = 0
@@ -50,6 +55,15 @@ PR_SET_PDEATHSIG = 1
 def _settle(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
+
+
+def served_queues(queues: list[str] | None) -> list[str] | None:
+    """The queues a worker claims from: those of ``-q`` plus pgjobs' internal queue (callback
+    deliveries), which every worker serves whatever ``-q`` says; None (every queue, the
+    internal one included) without ``-q``."""
+    if queues is None or INTERNAL_QUEUE in queues:
+        return queues
+    return [*queues, INTERNAL_QUEUE]
 
 
 def die_with_parent() -> None:
@@ -66,7 +80,14 @@ class Worker:
     """One worker process. ``Worker(app, config).run()`` blocks until it stops and returns
     the exit status."""
 
-    def __init__(self, app: App, config: WorkerConfig) -> None:
+    def __init__(
+        self,
+        app: App,
+        config: WorkerConfig,
+        *,
+        metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1",
+    ) -> None:
         self.app = app
         self.config = config
         self.schema = app.schema
@@ -74,6 +95,15 @@ class Worker:
         self.log = get_logger("pgjobs.worker", worker_id=str(self.id)[:8])
         self.running: dict[int, Run] = {}
         self.claimed_total = 0
+        #: What claims ask for: -q's queues and the internal queue (see served_queues).
+        self.queues = served_queues(config.queues)
+        #: Internal jobs claimed on top of the -q queues: --max-jobs does not count them, so
+        #: that a ScaledJob pod (-q long --max-jobs 1) never spends its one job on a callback.
+        #: Without -q they count: every queue is the pod's business then (and KEDA's backlog()
+        #: counts them too).
+        self._uncounted = 0
+        #: pgjobs' own tasks next to the App's (set up in _main, when the DSN is known).
+        self.tasks: dict[str, Task[Any, Any]] = dict(app.tasks)
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._kick: asyncio.Event | None = None
         self._kick_waiter: asyncio.Future[None] | None = None
@@ -104,6 +134,18 @@ class Worker:
         self._stop_requested_at: float | None = None
         self._abandoned_threads = 0
         self._parent_pid = os.getppid()
+        self.health = (
+            HealthFile(config.health_file, str(self.id)) if config.health_file is not None else None
+        )
+        #: Counted always (plain increments on the loop); served only with a metrics port.
+        self.metrics = WorkerMetrics(str(self.id), self.tasks, config.concurrency)
+        self.metrics_server = (
+            MetricsServer(
+                metrics_host, metrics_port, lambda: self.metrics.render(len(self.running))
+            )
+            if metrics_port is not None
+            else None
+        )
 
     # --- life cycle -------------------------------------------------------------------
 
@@ -134,18 +176,30 @@ class Worker:
 
     async def _main(self) -> int:
         self.loop = asyncio.get_running_loop()
+        if self.metrics_server is not None:
+            try:
+                await self.metrics_server.start()
+            except OSError as exc:
+                raise ConfigError(
+                    f"--metrics-port: cannot listen on {self.metrics_server.host}:"
+                    f"{self.metrics_server.port}: {exc.strerror or exc}"
+                ) from None
         self._kick = asyncio.Event()
         self._keeper_wake = asyncio.Event()
         self.claimer = self._connection("claim")
         self.keeper_conn = self._connection("keeper")
         self.completer = Completer(
             self.schema, self._connection("complete"), on_fenced=self._fenced,
-            on_written=self._slots_freed,
+            on_written=self._slots_freed, batch_sizes=self.metrics.batch_sizes,
         )  # fmt: skip
         self.executor = Executor(
-            self.config.concurrency, self.completer.submit, log_jobs=self.config.log_jobs
-        )
+            self.config.concurrency, self.completer.submit, log_jobs=self.config.log_jobs,
+            metrics=self.metrics,
+        )  # fmt: skip
         self.batcher = Batcher(self._start_batch)
+        self.builtins = Builtins(self.app, self._connection("builtins"))
+        self.tasks = {**self.builtins.tasks, **self.app.tasks}
+        self.metrics.tasks = self.tasks
         self._install_signals()
         self.completer.start()
         if self.config.listen:
@@ -161,6 +215,8 @@ class Worker:
         self.log.info(
             "worker.started", queues=self.config.queues or "all", concurrency=self.config.concurrency,
             tasks=sorted(self.app.tasks), listen=self.config.listen, pid=os.getpid(),
+            metrics=f"http://{self.metrics_server.host}:{self.metrics_server.port}/metrics"
+            if self.metrics_server is not None else None,
         )  # fmt: skip
         try:
             await self._produce()
@@ -240,7 +296,7 @@ class Worker:
     async def _announce(self) -> None:
         """Publish task defaults and the worker row; learn whether queues are limited."""
         async with self.keeper_conn.use() as conn:
-            rows = [(t.name, t.queue, t.priority, t.max_attempts) for t in self.app.tasks.values()]
+            rows = [(t.name, t.queue, t.priority, t.max_attempts) for t in self.tasks.values()]
             if rows:
                 await db.run_async(conn, db.publish_tasks(self.schema, self.id, rows))
         await self._tick()
@@ -248,17 +304,22 @@ class Worker:
 
     # --- producer -----------------------------------------------------------------------
 
+    @property
+    def _counted(self) -> int:
+        """Jobs claimed that --max-jobs counts (see _uncounted)."""
+        return self.claimed_total - self._uncounted
+
     def _free_slots(self) -> int:
         free = self.config.concurrency - len(self.running)
         if self.config.max_jobs is not None:
-            free = min(free, self.config.max_jobs - self.claimed_total)
+            free = min(free, self.config.max_jobs - self._counted)
         return free
 
     async def _produce(self) -> None:
         assert self._kick is not None
         next_poll = time.monotonic()
         while not self._stopping:
-            if self.config.max_jobs is not None and self.claimed_total >= self.config.max_jobs:
+            if self.config.max_jobs is not None and self._counted >= self.config.max_jobs:
                 break
             if self._check_rate:
                 await self._arm_rate_window()
@@ -266,11 +327,14 @@ class Worker:
             timer_due = self._timer_at is not None and now >= self._timer_at
             free = self._free_slots()
             if free > 0 and (self._woken or self._more_likely or timer_due or now >= next_poll):
+                polled = not (self._woken or self._more_likely or timer_due)
                 self._woken = False
                 if timer_due:
                     self._timer_at = None
                 next_poll = now + self.config.poll
                 jobs = await self._claim(free)
+                if polled:
+                    self.metrics.poll(len(jobs))
                 self._more_likely = len(jobs) == free
                 for job in jobs:
                     self._start(job)
@@ -321,13 +385,16 @@ class Worker:
     ) -> list[db.ClaimedJob]:
         """One claim of up to ``limit`` jobs on ``conn`` (the caller holds ``_claiming``)."""
         args: dict[str, Any] = {
-            "queues": self.config.queues, "limit": limit, "worker_id": self.id,
+            "queues": self.queues, "limit": limit, "worker_id": self.id,
             "lease_seconds": self.config.lease,
         }  # fmt: skip
         jobs = await db.run_async(conn, db.claim_call(self.schema, **args))
         if self._rate_limited and len(jobs) < limit:
             self._check_rate = True
         self.claimed_total += len(jobs)
+        self.metrics.claim(len(jobs))
+        if self.queues is not self.config.queues:  # the internal queue was added to -q's
+            self._uncounted += sum(1 for job in jobs if job.queue == INTERNAL_QUEUE)
         return jobs
 
     def _slots_freed(self) -> None:
@@ -339,11 +406,12 @@ class Worker:
 
     async def _arm_rate_window(self) -> None:
         self._check_rate = False
-        await self._arm_from("rate_window", db.rate_window(self.schema, self.config.queues))
+        await self._arm_from("rate_window", db.rate_window(self.schema, self.queues))
 
     def _start(self, job: db.ClaimedJob) -> None:
-        run = Run(JobContext(job, self.app, self), self.app.tasks.get(job.task))
+        run = Run(JobContext(job, self.app, self), self.tasks.get(job.task))
         self.running[job.id] = run
+        self.metrics.job_started(job.task)
         if run.task is not None and run.task.batch_size is not None:
             self.batcher.add(run)  # it starts with its batch (_start_batch)
             return
@@ -379,6 +447,7 @@ class Worker:
             self.kick()
 
     def _fenced(self, outcome: db.Outcome) -> None:
+        self.metrics.lease_lost += 1
         self.log.warning(
             "job.fenced", job_id=outcome.job_id, wanted=outcome.status.value,
             reason="the lease was lost (expired or taken over): this outcome was not recorded",
@@ -394,7 +463,7 @@ class Worker:
             self.kick()
 
     async def _arm_next_due(self) -> None:
-        await self._arm_from("next_due", db.next_due(self.schema, self.config.queues))
+        await self._arm_from("next_due", db.next_due(self.schema, self.queues))
 
     async def _arm_from(self, name: str, call: db.Call[Any]) -> None:
         """Arm the timer at the time ``call`` returns (a datetime or epoch seconds), if any."""
@@ -408,7 +477,7 @@ class Worker:
             self.arm_timer(at.timestamp() if isinstance(at, datetime) else float(at))
 
     def _serves(self, queue: str | None) -> bool:
-        return self.config.queues is None or queue in self.config.queues
+        return self.queues is None or queue in self.queues
 
     async def _listen(self, listening: asyncio.Event) -> None:
         connection = self._connection("listen", listen=True)
@@ -463,6 +532,7 @@ class Worker:
                 if self._keeper_wake is not None:
                     self._keeper_wake.set()
             return
+        self.metrics.notifications += 1
         if not self._serves(data.get("queue")):
             return
         at = data.get("at")
@@ -545,6 +615,8 @@ class Worker:
                 # The keeper must outlive any surprise: without it, leases expire.
                 self.log.exception("keeper.failed")
                 await asyncio.sleep(1)
+            if self.health is not None:
+                self.health.beat()
             wake = min(next_heartbeat, next_tick) - time.monotonic()
             if (fire_in := self.scheduler.seconds_until_due()) is not None:
                 wake = min(wake, fire_in)
@@ -598,13 +670,15 @@ class Worker:
                 conn,
                 db.worker_tick(
                     self.schema, worker_id=self.id, hostname=socket.gethostname(), pid=os.getpid(),
-                    queues=self.config.queues, concurrency=self.config.concurrency,
+                    queues=self.queues, concurrency=self.config.concurrency,
                     version=__version__, info=json.dumps({"tasks": sorted(self.app.tasks)}),
                     forget_after=self.config.tick_interval * FORGET_AFTER_TICKS,
                 ),
             )  # fmt: skip
         self._limited = tick.limited
         self._rate_limited = tick.rate_limited
+        if self.health is not None:
+            self.health.database_ok()
         self.scheduler.learn(tick.next_fire_at)
 
     def _prune_due(self, now: float) -> bool:
@@ -667,6 +741,7 @@ class Worker:
                 )
             context.progress_written = (percent, message)
             if not held:
+                self.metrics.lease_lost += 1
                 self.log.warning("job.lease_lost", job_id=context.job.id)
 
     # --- services offered to running jobs (JobContext) ---------------------------------
@@ -743,7 +818,12 @@ class Worker:
                 await db.run_async(conn, db.worker_leave(self.schema, self.id))
         for connection in (self.claimer, self.keeper_conn, self.completer.connection):
             await connection.close()
+        await self.builtins.close()
         self.executor.close()
+        if self.metrics_server is not None:
+            await self.metrics_server.close()
+        if self.health is not None:
+            self.health.remove()
         self.log.info(
             "worker.stopped",
             jobs=self.claimed_total,

@@ -34,12 +34,13 @@ def test_every_scenario_reports_a_figure_and_the_database_is_left_alone(
         "drain: async no-op, 1 process", "drain: sync no-op", "drain: async no-op, 2 processes",
         "limit: bare claim+complete, 100/statement", "jobs waiting", "finished rows kept",
         "pickup latency p50", "pickup latency p99", "limit: bare LISTEN + UPDATE pickup latency p50",
-        "idle worker",
+        "idle worker", "= enqueue: single, one transaction each / baseline",
+        "= enqueue: bulk enqueue_many / baseline",
     ):  # fmt: skip
         assert any(expected in name for name in names), f"no {expected!r} figure in {names}"
     for result in results:
         assert result["value"] > 0, result
-        assert result["unit"] in ("jobs/s", "ms", "statements/s"), result
+        assert result["unit"] in ("jobs/s", "ms", "statements/s", "%"), result
     # progress lines go to stderr, the JSON alone to stdout
     assert "pickup latency" in done.stderr
     schemas = pgjobs_conn.execute(

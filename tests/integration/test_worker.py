@@ -229,6 +229,29 @@ def test_async_timeout_and_sync_timeout(
     assert status_of(pgjobs_conn, s.id)["result"] is None, "the thread's late result was fenced"
 
 
+def test_a_timeout_error_raised_by_the_handler_is_its_own_error_not_the_tasks_timeout(
+    app: pgjobs.App, start: Callable[..., Running], pgjobs_conn: Conn
+) -> None:
+    @app.task(name="async.upstream", timeout=30, max_attempts=1)
+    async def async_upstream() -> None:
+        raise TimeoutError("the payment provider did not answer in 5s")
+
+    @app.task(name="sync.upstream", timeout=30, max_attempts=1)
+    def sync_upstream() -> None:
+        raise TimeoutError("the mail server did not answer in 5s")
+
+    a = app.enqueue("async.upstream")
+    s = app.enqueue("sync.upstream")
+    running = start(concurrency=2)
+    for job, message in ((a, "payment provider"), (s, "mail server")):
+        final = ended(pgjobs_conn, job.id)
+        assert final["status"] == "failed"
+        assert message in final["error"], final["error"]
+        assert "task's timeout" not in final["error"]
+        assert "Traceback" in final["error"], "the handler's traceback is kept"
+    running.stop()
+
+
 def test_cancel_a_running_async_and_sync_job(
     app: pgjobs.App, start: Callable[..., Running], pgjobs_conn: Conn
 ) -> None:

@@ -107,6 +107,27 @@ def test_sql_script_applied_with_psql_gives_the_same_schema(
     assert revision_rows(empty_dsn) == [(schema_version.HEAD_REVISION,)]
 
 
+def test_upgrading_one_revision_at_a_time_gives_exactly_a_fresh_install(
+    pgjobs_dsn: str, empty_dsn: str
+) -> None:
+    """What a long-lived installation goes through: every revision applied on its own, with
+    jobs in the table from the first one on; the result is the schema a new user gets."""
+    settings = Settings(dsn=empty_dsn)
+    first, *later = schema_version.KNOWN_REVISIONS
+    upgrade(settings, first)
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO pgjobs.jobs (task, args, queue) SELECT 'old.task', jsonb_build_object('i', i),"
+            " 'q' || (i % 3) FROM generate_series(1, 30) AS i"
+        )
+    for revision in later:
+        upgrade(settings, revision)
+        assert revision_rows(empty_dsn) == [(revision,)]
+    assert dump_schema(empty_dsn, "pgjobs") == dump_schema(pgjobs_dsn, "pgjobs")
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT pgjobs.backlog()").fetchone() == (30,)
+
+
 def test_sql_script_from_head_has_nothing_to_do() -> None:
     script = sql_script("pgjobs", from_revision=schema_version.HEAD_REVISION)
     assert "CREATE TABLE" not in script
@@ -193,7 +214,8 @@ def test_info_reports_a_healthy_database(pgjobs_dsn: str, run_cli: CliRunner) ->
     result = run_cli("info", env={"PGJOBS_DSN": pgjobs_dsn})
     assert result.returncode == 0, result.stderr
     assert f"at revision {schema_version.HEAD_REVISION} (up to date" in result.stdout
-    assert "workers:   0 alive" in result.stdout
+    assert "workers:   0 alive (warning: jobs wait until one runs" in result.stdout
+    assert "notify:    delivered in" in result.stdout
 
 
 @pytest.mark.parametrize(

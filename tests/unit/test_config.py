@@ -82,3 +82,53 @@ def test_orchestrators_are_detected(variable: str, where: str) -> None:
 
 def test_plain_environment_is_not_orchestrated() -> None:
     assert orchestrated_environment({"HOME": "/root"}) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "threshold"), [("off", None), ("OFF", None), ("none", None), ("0", 0), ("12", 12)]
+)
+def test_prepared_statements_can_be_turned_off_for_poolers(
+    value: str, threshold: int | None
+) -> None:
+    settings = Settings.from_env(environ={"PGJOBS_PREPARE_THRESHOLD": value})
+    assert settings.prepare_threshold == threshold
+
+
+def test_prepare_threshold_defaults_to_psycopgs_and_refuses_nonsense() -> None:
+    assert Settings.from_env(environ={}).prepare_threshold == 5
+    with pytest.raises(ConfigError, match=r"PGJOBS_PREPARE_THRESHOLD must be .* got 'sometimes'"):
+        Settings.from_env(environ={"PGJOBS_PREPARE_THRESHOLD": "sometimes"})
+    with pytest.raises(ConfigError, match="got '-1'"):
+        Settings.from_env(environ={"PGJOBS_PREPARE_THRESHOLD": "-1"})
+
+
+def test_an_app_takes_the_setting_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pgjobs
+
+    monkeypatch.setenv("PGJOBS_PREPARE_THRESHOLD", "off")
+    assert pgjobs.App("host=nowhere").prepare_threshold is None
+    assert pgjobs.App("host=nowhere", prepare_threshold=3).prepare_threshold == 3
+
+
+def test_listen_dsn_is_a_dsn_or_off() -> None:
+    assert Settings.from_env(environ={}).listen_dsn is None
+    direct = Settings.from_env(environ={"PGJOBS_LISTEN_DSN": "host=db port=5432"})
+    assert direct.listen_dsn == "host=db port=5432" and not direct.listen_off
+    assert Settings.from_env(environ={"PGJOBS_LISTEN_DSN": "OFF"}).listen_off
+
+
+def test_a_start_that_outlived_pg_ctls_timeout_is_waited_for(tmp_path: Path) -> None:
+    """pgjobs.embedded._wait_ready reads postmaster.pid as PostgreSQL writes it."""
+    import os
+
+    from pgjobs.embedded import _wait_ready
+
+    pid_file = tmp_path / "postmaster.pid"
+    assert not _wait_ready(tmp_path, 0.05), "no file: not ready"
+    lines = [str(os.getpid()), str(tmp_path), "0", "5432", "/tmp", "", "0"]
+    pid_file.write_text("\n".join([*lines, "starting"]) + "\n")
+    assert not _wait_ready(tmp_path, 0.05), "still starting"
+    pid_file.write_text("\n".join([*lines, "ready   "]) + "\n")
+    assert _wait_ready(tmp_path, 5)
+    pid_file.write_text("\n".join(["999999999", *lines[1:], "ready"]) + "\n")
+    assert not _wait_ready(tmp_path, 0.05), "a dead process is not a ready server"

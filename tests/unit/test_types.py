@@ -191,3 +191,25 @@ def test_to_json_leaves_nested_values_alone() -> None:
     out = JobRecord.from_row(base_row(result={"items": [1, 2]}, meta={"k": "v"})).to_json()
     assert out["result"] == {"items": [1, 2]}
     assert out["meta"] == {"k": "v"}
+
+
+def test_a_jobs_json_is_the_records_fields_only() -> None:
+    """A Job (what enqueue and wait return) carries its App and the dedupe flag: neither is
+    part of the job's JSON (``pgjobs wait --json`` once printed the App's repr)."""
+    import dataclasses
+
+    import pgjobs
+    from pgjobs.app import Job
+    from pgjobs.types import JobRecord
+
+    record = JobRecord(
+        **{
+            f.name: None
+            for f in dataclasses.fields(JobRecord)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        }
+    )
+    job = Job(**{f.name: getattr(record, f.name) for f in dataclasses.fields(JobRecord)})
+    job.app = pgjobs.App("host=nowhere")
+    job.existing = True
+    assert set(job.to_json()) == {f.name for f in dataclasses.fields(JobRecord)} - {"lease_token"}

@@ -188,3 +188,14 @@ def test_callback_url_length_boundary() -> None:
 def test_callback_url_with_trailing_newline_is_refused() -> None:
     with pytest.raises(InvalidInput):
         validation.callback_url("https://example.com/hook\n")
+
+
+@pytest.mark.parametrize("url", ["http:///x", "https://?q=1", "http://#frag", "http://a b/c"])
+def test_a_callback_url_needs_a_host(url: str) -> None:
+    with pytest.raises(InvalidInput, match="invalid callback URL"):
+        validation.callback_url(url)
+
+
+@pytest.mark.parametrize("url", ["http://a", "https://hooks.example.com:8443/p?q=1#f"])
+def test_callback_urls_with_a_host_are_accepted(url: str) -> None:
+    assert validation.callback_url(url) == url

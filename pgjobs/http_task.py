@@ -36,7 +36,7 @@ import json
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
@@ -307,13 +307,23 @@ def result(response: Response) -> dict[str, Any]:
     return out
 
 
-async def run(client: httpx.AsyncClient, args: Mapping[str, Any]) -> dict[str, Any]:
+async def run(
+    client: httpx.AsyncClient,
+    args: Mapping[str, Any],
+    *,
+    extra_headers: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """The handler's work: check the arguments (a bad one fails the job at once), send,
-    judge the status."""
+    judge the status. ``extra_headers`` (the trace context) are added unless the job's own
+    headers name them, whatever their case: the caller's choice wins."""
     try:
         request = parse(args)
     except InvalidInput as exc:
         raise Fail(str(exc)) from None
+    if extra_headers:
+        own = {name.lower() for name in request.headers}
+        added = {k: v for k, v in extra_headers.items() if k.lower() not in own}
+        request = replace(request, headers={**request.headers, **added})
     response = await send(client, request)
     check_status(request, response)
     return result(response)

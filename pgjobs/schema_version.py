@@ -14,10 +14,12 @@ query, no alembic import). A test keeps them in step with ``migrations/versions`
 
 from __future__ import annotations
 
-KNOWN_REVISIONS: tuple[str, ...] = ("0001", "0002", "0003", "0004")
+KNOWN_REVISIONS: tuple[str, ...] = ("0001", "0002", "0003", "0004", "0005", "0006")
 HEAD_REVISION: str = KNOWN_REVISIONS[-1]
 #: 0004: workers of this version rely on the callback triggers (a job's callback is inserted by
-#: its ending); against 0003 they would run, but silently never deliver a callback. Migrate
-#: first (additive: the previous version's workers keep running), then roll the workers.
-MINIMUM_REVISION: str = "0004"
+#: its ending); against 0003 they would run, but silently never deliver a callback.
+#: 0005: SSE streams and ``Job.wait(on_update=...)`` learn of a job's start from the claim's
+#: notification; against 0004 they would see it only at their safety-net recheck.
+#: Migrate first (additive: the previous version's workers keep running), then roll the code.
+MINIMUM_REVISION: str = "0005"
 BREAKING_LEVEL: int = 1

@@ -29,8 +29,9 @@ KEY_MAX = 512
 URL_MAX = 2048
 #: Default ceiling on the encoded size of a job's arguments (PGJOBS_MAX_ARGS_BYTES to change).
 MAX_ARGS_BYTES_DEFAULT = 1024 * 1024
-#: An http(s) URL with a host ('http:///x' has none: refused here, not at the first delivery).
-_URL = re.compile(r"^https?://[^\s/?#]+([/?#]\S*)?$")
+#: An http(s) URL with a host ('http:///x' and 'http://:80/' have none: refused here, not at
+#: the first delivery). Migration 0006 applies the same pattern to every insert.
+_URL = re.compile(r"^https?://[^\s/?#:@][^\s/?#]*([/?#]\S*)?$")
 
 
 def task_name(value: Any) -> str:

@@ -11,9 +11,9 @@ if the job's ``version`` moved.
 Two safety nets, because a notification can be missed: after the listening connection
 comes back from a failure every stream is woken, and every ``recheck_seconds`` the hub
 reads the versions of all watched jobs in one statement and wakes the streams whose job
-changed. The second one is also how a stream sees its job start: claims are not announced
-on the events channel (a notification per claimed job would cost every worker's claim),
-so the ``running`` event arrives at the next recheck, or with the first progress report.
+changed. Job starts are announced too: since migration 0005 every claim statement sends
+the ids it started (``[id, "running", version]``, one notification per hundred jobs, none
+for an empty claim), so no state change waits for the recheck.
 """
 
 from __future__ import annotations

@@ -25,8 +25,9 @@ MAX_BODY_DEFAULT = 1024 * 1024
 HEARTBEAT_SECONDS_DEFAULT = 15.0
 #: Every SSE stream's job is re-read at least this often, in one statement for all streams
 #: of the process: the safety net for a notification lost while the listening connection
-#: was down, and how a stream sees a job start (claims are not announced, see docs/http.md).
-RECHECK_SECONDS_DEFAULT = 2.0
+#: was down. Every change, starts included, is announced on the events channel, so this is
+#: only the net under the net: rare enough to cost nothing, frequent enough to bound a miss.
+RECHECK_SECONDS_DEFAULT = 10.0
 #: Tokens shorter than this are refused: a bearer token is a password sent with every request.
 TOKEN_MIN_LENGTH = 16
 _TOKEN = re.compile(r"^[\x21-\x7e]+$")  # visible ASCII: what an HTTP header carries unchanged

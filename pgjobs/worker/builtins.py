@@ -77,8 +77,12 @@ class Builtins:
         await self._connection.close()
 
     async def http(self, **args: Any) -> dict[str, Any]:
-        """``pgjobs.http``: see :mod:`pgjobs.http_task`."""
-        return await http_task.run(self.client(), args)
+        """``pgjobs.http``: see :mod:`pgjobs.http_task`. Sends the job span's ``traceparent``
+        when tracing is on, as callbacks do, so the receiver's spans join the trace."""
+        context: dict[str, str] = {}
+        if tracing.active():
+            tracing.inject(context)
+        return await http_task.run(self.client(), args, extra_headers=context)
 
     async def deliver_callback(self, **args: Any) -> dict[str, Any]:
         """``pgjobs.callback``: POST one ending of a job to its callback URL.

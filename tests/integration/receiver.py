@@ -34,6 +34,8 @@ class Received:
     body: bytes
     #: time.monotonic() when the request was read.
     at: float
+    #: Every header line as sent (names as written, repeats kept).
+    lines: tuple[tuple[str, str], ...] = ()
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -68,6 +70,7 @@ class Receiver:
                             {k.lower(): v for k, v in self.headers.items()},
                             body,
                             time.monotonic(),
+                            tuple(self.headers.items()),
                         )
                     )
                     receiver._seen[path] += 1

@@ -628,7 +628,15 @@ def test_pgjobs_status_shows_the_delivery(
 
 @pytest.mark.parametrize(
     "url",
-    ["ftp://example.com/hook", "file:///etc/passwd", "example.com/hook", "http://", "http://a b"],
+    [
+        "ftp://example.com/hook",
+        "file:///etc/passwd",
+        "example.com/hook",
+        "http://",
+        "http://a b",
+        "http:///hook",
+        "http://:8080/hook",
+    ],
 )
 def test_a_bad_callback_url_is_refused_at_enqueue_by_every_producer(
     app: pgjobs.App, pgjobs_dsn: str, pgjobs_conn: Conn, run_cli: Callable[..., Any], url: str
@@ -641,3 +649,30 @@ def test_a_bad_callback_url_is_refused_at_enqueue_by_every_producer(
     assert cli.returncode == 2 and len(cli.stderr.strip().splitlines()) == 1, cli.stderr
     assert "invalid callback URL" in cli.stderr
     assert pgjobs_conn.execute("SELECT count(*) FROM pgjobs.jobs").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("url", ["http:///hook", "https://:443/", "http://?q=1"])
+def test_plain_sql_cannot_store_a_callback_url_without_a_host(pgjobs_conn: Conn, url: str) -> None:
+    """Migration 0006: an INSERT or an UPDATE of the URL is refused with one line; a job's
+    other updates are not checked (a row stored before 0006 can still end)."""
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="URL with a host"):
+        pgjobs_conn.execute("INSERT INTO pgjobs.jobs (task, callback_url) VALUES ('t', %s)", (url,))
+    job_id = pgjobs_conn.execute(
+        "INSERT INTO pgjobs.jobs (task, callback_url) VALUES ('t', 'https://a.example/cb') RETURNING id"
+    ).fetchone()
+    assert job_id is not None
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="URL with a host"):
+        pgjobs_conn.execute(
+            "UPDATE pgjobs.jobs SET callback_url = %s WHERE id = %s", (url, job_id[0])
+        )
+    # A row that holds such a URL from before the trigger existed still takes its ending.
+    with pgjobs_conn.transaction():
+        pgjobs_conn.execute("ALTER TABLE pgjobs.jobs DISABLE TRIGGER jobs_callback_url_check")
+        pgjobs_conn.execute(
+            "UPDATE pgjobs.jobs SET callback_url = %s WHERE id = %s", (url, job_id[0])
+        )
+        pgjobs_conn.execute("ALTER TABLE pgjobs.jobs ENABLE TRIGGER jobs_callback_url_check")
+    pgjobs_conn.execute("UPDATE pgjobs.jobs SET status = 'cancelled' WHERE id = %s", (job_id[0],))
+    assert pgjobs_conn.execute(
+        "SELECT status FROM pgjobs.jobs WHERE id = %s", (job_id[0],)
+    ).fetchone() == ("cancelled",)

@@ -245,6 +245,33 @@ def test_events_are_split_below_the_payload_limit(pgjobs_dsn: str, pgjobs_conn: 
     assert sum(len(p["jobs"]) for p in payloads) == 450
 
 
+@pytest.mark.parametrize("limited", [False, True], ids=["fast-branch", "limited-queue"])
+def test_a_claim_announces_its_starts_once_per_hundred(
+    pgjobs_dsn: str, pgjobs_conn: Conn, limited: bool
+) -> None:
+    """Both branches of claim() send [id, "running", version] for each job they start, a
+    hundred to a notification; a claim that starts nothing sends nothing."""
+    if limited:
+        pgjobs_conn.execute(
+            "INSERT INTO pgjobs.queues (name, concurrency_limit) VALUES ('mail', 1000)"
+        )
+    add(pgjobs_conn, 150, queue="mail")
+    with psycopg.connect(pgjobs_dsn, autocommit=True) as listener:
+        listener.execute("LISTEN pgjobs_events")
+        jobs = claim(pgjobs_conn, limit=200)
+        assert len(jobs) == 150
+        assert claim(pgjobs_conn, limit=10) == []
+        pgjobs_conn.execute("NOTIFY pgjobs_events, 'sentinel'")
+        payloads = []
+        for notice in listener.notifies(timeout=5):
+            if notice.payload == "sentinel":
+                break
+            payloads.append(json.loads(notice.payload))
+    assert sorted(len(p["jobs"]) for p in payloads) == [50, 100], payloads
+    announced = {e[0]: (e[1], e[2]) for p in payloads for e in p["jobs"]}
+    assert announced == {j.id: ("running", row(pgjobs_conn, j.id)["version"]) for j in jobs}
+
+
 def test_progress_and_touch_need_the_lease(pgjobs_conn: Conn) -> None:
     add(pgjobs_conn)
     [job] = claim(pgjobs_conn, lease=10)

@@ -216,3 +216,27 @@ def test_the_callback_request_carries_the_trace(
     assert span.parent is not None
     assert span.parent.span_id == parent.get_span_context().span_id
     assert json.loads(got.body)["id"] == job.id
+
+
+def test_a_pgjobs_http_request_carries_the_trace_unless_it_sets_its_own(
+    app: pgjobs.App,
+    start: Callable[..., Running],
+    spans: InMemorySpanExporter,
+    receiver: Receiver,
+) -> None:
+    """The built-in task sends its job span's traceparent, as callbacks do; a traceparent
+    the job's own headers carry (any case) is sent as given."""
+    own = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with trace.get_tracer("test").start_as_current_span("request") as parent:
+        traced = app.enqueue("pgjobs.http", {"url": receiver.url("/traced")})
+        chosen = app.enqueue(
+            "pgjobs.http", {"url": receiver.url("/chosen"), "headers": {"TraceParent": own}}
+        )
+    start()
+    (got,) = receiver.wait_for(1, "/traced")
+    _, received_trace, span_id, _ = got.headers["traceparent"].split("-")
+    assert received_trace == format(parent.get_span_context().trace_id, "032x")
+    assert format(job_span(spans, traced.id).context.span_id, "016x") == span_id
+    (given,) = receiver.wait_for(1, "/chosen")
+    assert [v for k, v in given.lines if k.lower() == "traceparent"] == [own]
+    assert job_span(spans, chosen.id) is not None

@@ -190,7 +190,9 @@ def test_callback_url_with_trailing_newline_is_refused() -> None:
         validation.callback_url("https://example.com/hook\n")
 
 
-@pytest.mark.parametrize("url", ["http:///x", "https://?q=1", "http://#frag", "http://a b/c"])
+@pytest.mark.parametrize(
+    "url", ["http:///x", "https://?q=1", "http://#frag", "http://a b/c", "http://:80/x", "http://@"]
+)
 def test_a_callback_url_needs_a_host(url: str) -> None:
     with pytest.raises(InvalidInput, match="invalid callback URL"):
         validation.callback_url(url)

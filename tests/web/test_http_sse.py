@@ -57,12 +57,15 @@ def test_events_follow_notifications_to_the_end(
         # for a notification below.
         wait_for(lambda: gauge(http, "pgjobs_events_listener_up") == 1, message="not listening")
         job_id = http.post("/jobs", json={"task": "t.sse"}).json()["id"]
-        token = claim(conn, job_id)  # a claim is not announced (see docs/http.md)
         with stream(http, job_id) as reader:
-            first = reader.next()
-            assert first is not None and first.name == "message"
-            assert first.job["status"] == "running" and first.id == str(first.job["version"])
+            queued = reader.next()
+            assert queued is not None and queued.name == "message"
+            assert queued.job["status"] == "queued" and queued.id == str(queued.job["version"])
             assert reader.retry == 3000
+            token = claim(conn, job_id)  # the claim announces the start (migration 0005)
+            first = reader.next()
+            assert first is not None and first.job["status"] == "running"
+            assert int(first.id or 0) > int(queued.id or 0)
             progress(conn, job_id, token, 40)
             moved = reader.next()
             assert moved is not None and moved.job["progress"] == 40.0
@@ -86,7 +89,7 @@ def test_first_event_is_the_current_state(client: httpx.Client) -> None:
 
 
 def test_a_worker_drives_the_stream(client: httpx.Client, app: pgjobs.App, pgjobs_dsn: str) -> None:
-    """Queued, running (seen by the recheck: claims are silent), progress, then end."""
+    """Queued, running (announced by the claim), progress, then end."""
     release = threading.Event()
     worker_app = pgjobs.App(pgjobs_dsn)
 

@@ -18,7 +18,7 @@ tuple, set, frozenset  array (sets sorted when their items allow)  ``[1, 2]``
 The encoding is one way: a handler receives plain JSON values (a datetime arrives as its ISO
 string). Object keys must be strings; numbers, booleans and None used as keys become strings,
 as with :func:`json.dumps`. Anything else (bytes, arbitrary objects, NaN and infinities, strings containing
-NUL, which ``jsonb`` rejects, non-string keys) raises :class:`~pgjobs.errors.InvalidInput`
+NUL or a lone surrogate, which PostgreSQL cannot store, non-string keys) raises :class:`~pgjobs.errors.InvalidInput`
 naming where in the value it was found.
 """
 
@@ -37,12 +37,26 @@ from uuid import UUID
 from pgjobs.errors import InvalidInput
 
 
+def string_problem(text: str) -> str | None:
+    """Why PostgreSQL cannot store ``text`` (in ``text`` or ``jsonb``), or None: a NUL, or a
+    lone UTF-16 surrogate (``"\\ud800"`` decoded from JSON), which has no UTF-8 form."""
+    if "\x00" in text:
+        return "strings must not contain NUL (\\u0000)"
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            return "strings must be valid Unicode (no lone surrogate \\ud800-\\udfff)"
+    return None
+
+
 def _to_json(value: Any, path: str) -> Any:
     if value is None or isinstance(value, bool | int):
         return value
     if isinstance(value, str):
-        if "\x00" in value:
-            raise InvalidInput(f"cannot encode {path}: strings must not contain NUL (\\u0000)")
+        problem = string_problem(value)
+        if problem is not None:
+            raise InvalidInput(f"cannot encode {path}: {problem}")
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -151,8 +165,9 @@ def dumps(value: Any, *, what: str = "args") -> str:
     """Encode ``value`` as compact JSON text, ready to be cast to ``jsonb``.
 
     The C encoder does the work; only when it refuses a value (or the result needs a second
-    look: NUL characters, non-string keys) does the slower walk of :func:`_to_json` run, to
-    raise with the place in the value where the problem is.
+    look: NUL characters, lone surrogates) does the slower walk of :func:`_to_json` run, to
+    raise with the place in the value where the problem is. An ASCII text (the common case)
+    needs no UTF-8 check.
     """
     try:
         text: str = _encode(value)
@@ -160,7 +175,7 @@ def dumps(value: Any, *, what: str = "args") -> str:
         # Refused by the C encoder: the walk raises with the path, or converts what the
         # encoder does not know (any Mapping, not only dicts) so that it can be encoded.
         text = _encode(to_json_value(value, what=what))
-    if _NUL in text:
+    if _NUL in text or (not text.isascii() and string_problem(text) is not None):
         to_json_value(value, what=what)
     return text
 

@@ -10,6 +10,7 @@ import re
 from functools import lru_cache
 from typing import Any
 
+from pgjobs.encoding import string_problem
 from pgjobs.errors import InvalidInput
 
 NAME_CHARACTERS = "A-Z a-z 0-9 _ . : / -"
@@ -91,6 +92,9 @@ def one_of(value: Any, field: str, allowed: tuple[str, ...]) -> str:
 def key(value: Any, field: str) -> str:
     if not isinstance(value, str) or not 1 <= len(value) <= KEY_MAX:
         raise InvalidInput(f"{field} must be a string of 1-{KEY_MAX} characters")
+    problem = string_problem(value)
+    if problem is not None:
+        raise InvalidInput(f"{field}: {problem}")
     return value
 
 

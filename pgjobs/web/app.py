@@ -512,14 +512,19 @@ def create_app(
     @api.get(
         "/metrics",
         response_class=Response,
-        responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text."}},
+        responses={
+            200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text."},
+            401: ERRORS[401],
+        },
         tags=["operations"],
     )
     async def metrics() -> Response:
         """Prometheus metrics (the list is in docs/http.md)."""
         return Response(await collector.collect(), media_type=CONTENT_TYPE)
 
-    api.include_router(dashboard.router(app, sessions))
+    board = dashboard.router(app, sessions)
+    api.include_router(board)
+    errors.index_methods(api, [*api.routes, *board.routes])
 
     return api
 

@@ -12,7 +12,7 @@ ever reaches a client.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute, Match, Route
 
 from pgjobs.connection import one_line
 from pgjobs.errors import (
@@ -119,10 +120,47 @@ async def _validation(request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, summary(problems) or "invalid input", details=problems)
 
 
+def index_methods(app: FastAPI, routes: Iterable[BaseRoute]) -> None:
+    """Give 405 answers the methods of every route of their path (see :func:`_allowed`).
+    ``routes``: all of the application's, those of included routers too (FastAPI's
+    ``app.routes`` does not list them one by one)."""
+    app.state.method_routes = tuple(r for r in routes if isinstance(r, Route) and r.methods)
+
+
+def _allowed(request: Request, starlette_allow: str) -> str:
+    """The ``Allow`` header of a 405. Starlette's names only the methods of the first route
+    whose path matched (``Allow: POST`` for ``/jobs``, which GET serves too), where RFC 9110
+    wants every method of the resource: clients and fuzzers take it at its word."""
+    methods: set[str] = set()
+    for route in getattr(request.app.state, "method_routes", ()):
+        if route.matches(request.scope)[0] is not Match.NONE:
+            methods.update(route.methods or ())
+    return ", ".join(sorted(methods)) if methods else starlette_allow
+
+
+def _unparsable_body(cause: BaseException | None) -> str | None:
+    """FastAPI answers a JSON body that fails to decode other than by a syntax error with a
+    bare 400 "There was an error parsing the body": bytes that are not UTF-8 (Latin-1
+    "café"), or nesting deeper than the parser's recursion limit. Both are malformed JSON
+    like any other, a 422 that says why; None for any other 400."""
+    if isinstance(cause, UnicodeDecodeError):
+        return f"malformed JSON: not UTF-8 (byte {cause.start})"
+    if isinstance(cause, RecursionError):
+        return "malformed JSON: nested too deeply"
+    return None
+
+
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
+    unparsable = _unparsable_body(exc.__cause__) if exc.status_code == 400 else None
+    if unparsable is not None:
+        problems = [{"field": "body", "message": unparsable}]
+        return error_response(422, summary(problems), details=problems)
     message = exc.detail if isinstance(exc.detail, str) else CODES.get(exc.status_code, "error")
-    return error_response(exc.status_code, message, headers=exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": _allowed(request, (headers or {}).get("Allow", ""))}
+    return error_response(exc.status_code, message, headers=headers)
 
 
 async def _api(request: Request, exc: Exception) -> JSONResponse:

@@ -22,9 +22,12 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StrictStr,
+    field_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from pgjobs import validation
+from pgjobs.encoding import string_problem
 from pgjobs.types import JobRecord, JobStatus
 
 
@@ -36,6 +39,12 @@ def _iso_utc(moment: datetime) -> str:
 Timestamp = Annotated[datetime, PlainSerializer(_iso_utc, return_type=str)]
 
 JobId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+
+
+#: How deep args and meta may nest (objects and arrays, the field itself being level 1):
+#: answers carry them inside the job, and pydantic renders no JSON deeper than ~250 levels.
+JSON_DEPTH_MAX = 100
+TOO_DEEP = f"nested deeper than {JSON_DEPTH_MAX} levels of objects and arrays"
 
 
 class JobCreate(BaseModel):
@@ -57,7 +66,9 @@ class JobCreate(BaseModel):
         f"{validation.NAME_CHARACTERS}."
     )
     args: dict[str, Any] | None = Field(
-        default=None, description="Keyword arguments of the handler (a JSON object)."
+        default=None,
+        description="Keyword arguments of the handler (a JSON object, at most "
+        f"{JSON_DEPTH_MAX} levels deep).",
     )
     queue: StrictStr | None = Field(default=None, max_length=validation.QUEUE_NAME_MAX)
     priority: StrictInt | None = Field(
@@ -108,8 +119,56 @@ class JobCreate(BaseModel):
         description="POSTed the job as JSON when it ends (http or https).",
     )
     meta: dict[str, Any] | None = Field(
-        default=None, description="A JSON object kept with the job (trace context...)."
+        default=None,
+        description="A JSON object kept with the job (trace context...), at most "
+        f"{JSON_DEPTH_MAX} levels deep.",
     )
+
+    @field_validator("*")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        """Values the types above accept but a job cannot hold, or an answer cannot carry;
+        each was a 500. PostgreSQL's text and jsonb take UTF-8 without NUL, and JSON can
+        carry both ``"\\u0000"`` and lone UTF-16 surrogates (``"\\ud800"``, which Python
+        decodes into a string with no UTF-8 form): in a dedupe or lock key, args or meta,
+        they failed in the database. Args nested past :data:`JSON_DEPTH_MAX` were stored,
+        then every answer carrying the job (GET, pages of GET /jobs) failed to render."""
+        found = _unstorable(value)
+        if found is not None:
+            where, reason = found
+            raise PydanticCustomError(
+                "value_unstorable",
+                "{where}{reason}",
+                {"where": f"at {_printable(where)}: " if where else "", "reason": reason},
+            )
+        return value
+
+
+def _unstorable(value: Any) -> tuple[str, str] | None:
+    """Where in a field's value (a path below the field, ``""`` for the field itself) a
+    string or an object key cannot be stored, or the value nests too deep, and why; None if
+    all is well. A loop, not a recursion: the nesting must not exhaust the stack."""
+    pending: list[tuple[str, Any, int]] = [("", value, 1)]
+    while pending:
+        path, item, depth = pending.pop()
+        if isinstance(item, str) and (reason := string_problem(item)):
+            return path, reason
+        if isinstance(item, dict | list) and depth > JSON_DEPTH_MAX:
+            return "", TOO_DEEP
+        if isinstance(item, dict):
+            for key, child in item.items():
+                below = f"{path}.{key}" if path else str(key)
+                if isinstance(key, str) and (reason := string_problem(key)):
+                    return below, reason
+                pending.append((below, child, depth + 1))
+        elif isinstance(item, list):
+            pending.extend((f"{path}[{i}]", child, depth + 1) for i, child in enumerate(item))
+    return None
+
+
+def _printable(path: str) -> str:
+    """A path for a one-line message: keys may hold control characters or surrogates."""
+    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in path)
 
 
 J = TypeVar("J", bound="Job")

@@ -271,6 +271,29 @@ def test_strings_with_nul_are_refused_with_path(value: Any, path: str) -> None:
     assert message(info) == expected
 
 
+@pytest.mark.parametrize(
+    ("value", "path"),
+    [
+        ({"a": "x\ud800y"}, "args.a"),
+        ({"a": ["é", "\udfff"]}, "args.a[1]"),
+        ({"\udc80": 1}, "args"),
+    ],
+)
+def test_lone_surrogates_are_refused_with_path(value: Any, path: str) -> None:
+    """JSON's "\\ud800" decodes to a str with no UTF-8 form: PostgreSQL cannot take it,
+    and psycopg would fail with a bare UnicodeEncodeError."""
+    expected = (
+        f"cannot encode {path}: strings must be valid Unicode (no lone surrogate \\ud800-\\udfff)"
+    )
+    with pytest.raises(InvalidInput) as info:
+        dumps(value)
+    assert message(info) == expected
+
+
+def test_non_ascii_text_is_kept() -> None:
+    assert json.loads(dumps({"a": "café 🚀"})) == {"a": "café 🚀"}
+
+
 def test_escaped_backslash_u0000_text_is_not_a_nul() -> None:
     # A literal backslash followed by "u0000" is fine: only a real NUL is refused.
     assert json.loads(dumps({"a": "\\u0000"})) == {"a": "\\u0000"}

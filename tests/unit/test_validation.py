@@ -201,3 +201,10 @@ def test_a_callback_url_needs_a_host(url: str) -> None:
 @pytest.mark.parametrize("url", ["http://a", "https://hooks.example.com:8443/p?q=1#f"])
 def test_callback_urls_with_a_host_are_accepted(url: str) -> None:
     assert validation.callback_url(url) == url
+
+
+@pytest.mark.parametrize("value", ["a\x00b", "\ud800"])
+@pytest.mark.parametrize("field", ["dedupe_key", "lock_key"])
+def test_keys_postgresql_cannot_store_are_refused(field: str, value: str) -> None:
+    with pytest.raises(InvalidInput, match=f"^{field}: strings must"):
+        validation.key(value, field)

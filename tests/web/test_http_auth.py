@@ -50,6 +50,17 @@ def test_401_without_a_valid_token(guarded: LiveServer, headers: dict[str, str])
             assert answer.json()["error"] == "unauthorized"
 
 
+def test_every_guarded_operation_documents_its_401(guarded: LiveServer) -> None:
+    """Clients built from /openapi.json (and tests/web/test_http_fuzz.py) take its answers
+    as the complete list: each operation behind the token names 401 (/metrics did not)."""
+    with guarded.client(TOKEN) as http:
+        document = http.get("/openapi.json").json()
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            if operation.get("security") != []:
+                assert "401" in operation["responses"], (method, path)
+
+
 @pytest.mark.parametrize("token", [TOKEN, OTHER_TOKEN])
 def test_a_valid_token_opens_every_route(guarded: LiveServer, token: str) -> None:
     with guarded.client(token) as http:

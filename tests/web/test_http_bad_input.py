@@ -47,6 +47,19 @@ BAD_BODIES = {
     "depends_on unknown job": ('{"task": "a", "depends_on": [99999]}', "do not exist"),
     "args with NUL": ('{"task": "a", "args": {"x": "\\u0000"}}', "args"),
     "reserved dedupe prefix": ('{"task": "a", "dedupe_key": "idempotency:x"}', "reserved"),
+    # Found by tests/web/test_http_fuzz.py and its probes: each of these was a 500.
+    "dedupe_key with NUL": ('{"task": "a", "dedupe_key": "k\\u0000"}', "dedupe_key: strings"),
+    "lock_key with NUL": ('{"task": "a", "lock_key": "\\u0000"}', "lock_key: strings must not"),
+    "args with a lone surrogate": (
+        '{"task": "a", "args": {"x": "\\ud800"}}',
+        "args: at x: strings must be valid Unicode",
+    ),
+    "meta key with a lone surrogate": ('{"task": "a", "meta": {"\\udc00": 1}}', "at \\udc00"),
+    "args nested too deep": (
+        '{"task": "a", "args": {"x": ' + "[" * 100 + "]" * 100 + "}}",
+        "args: nested deeper than 100 levels",
+    ),
+    "JSON nested past the parser": ("[" * 5000 + "]" * 5000, "malformed JSON: nested too deeply"),
 }
 
 
@@ -73,6 +86,31 @@ def test_a_body_that_is_not_declared_json_is_422(
     assert answer.status_code == 422
     assert "Content-Type: application/json" in answer.json()["message"]
     assert count_jobs(conn) == 0
+
+
+def test_a_body_that_is_not_utf8_is_422_and_stores_nothing(
+    client: httpx.Client, conn: psycopg.Connection[Any]
+) -> None:
+    """JSON is UTF-8: a Latin-1 body is malformed JSON (422), not FastAPI's bare 400."""
+    answer = client.post("/jobs", content='{"task": "café"}'.encode("latin-1"), headers=JSON)
+    assert answer.status_code == 422, answer.text
+    assert answer.json() == {
+        "error": "invalid_input",
+        "message": "body: malformed JSON: not UTF-8 (byte 13)",
+        "details": [{"field": "body", "message": "malformed JSON: not UTF-8 (byte 13)"}],
+    }
+    assert count_jobs(conn) == 0
+
+
+def test_args_at_the_depth_limit_are_stored_and_rendered(client: httpx.Client) -> None:
+    """The limit is what every answer carrying the job can render: args nested a few
+    hundred levels deep used to be stored, then failed GET /jobs/{id} and whole pages of
+    GET /jobs with a 500."""
+    deep = "[" * 99 + "]" * 99  # args itself is level 1
+    answer = client.post("/jobs", content=f'{{"task": "a", "args": {{"x": {deep}}}}}', headers=JSON)
+    assert answer.status_code == 202, answer.text
+    assert client.get(f"/jobs/{answer.json()['id']}").status_code == 200
+    assert client.get("/jobs").status_code == 200
 
 
 def test_validation_details_name_each_field(client: httpx.Client) -> None:
@@ -162,6 +200,25 @@ def test_unknown_routes_and_methods(client: httpx.Client) -> None:
     assert client.get("/nowhere").json() == {"error": "not_found", "message": "Not Found"}
     wrong = client.delete("/jobs/1")
     assert wrong.status_code == 405 and wrong.json()["error"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("DELETE", "/jobs", "GET, POST"),  # two routes: Starlette named the first one's only
+        ("OPTIONS", "/jobs", "GET, POST"),
+        ("PUT", "/ui/login", "GET, POST"),  # an included router's routes count too
+        ("DELETE", "/jobs/1", "GET"),
+        ("GET", "/jobs/1/cancel", "POST"),
+    ],
+)
+def test_405_allows_every_method_of_the_path(
+    method: str, path: str, allow: str, client: httpx.Client
+) -> None:
+    answer = client.request(method, path)
+    assert answer.status_code == 405
+    assert answer.headers["allow"] == allow
+    assert answer.json() == {"error": "method_not_allowed", "message": "Method Not Allowed"}
 
 
 def test_job_state_is_not_changed_by_a_refused_job_enqueue(

@@ -40,6 +40,7 @@ from pgjobs.errors import (
     NotFound,
     WaitTimeout,
 )
+from pgjobs.log import get_logger
 from pgjobs.pool import Pool, PoolTimeout
 from pgjobs.registry import JobSpec, Task, check_options
 from pgjobs.schedules import Schedule
@@ -115,6 +116,8 @@ class Job(JobRecord):
 
         ``on_update`` is called with this job after each re-read while it has not ended (a
         start, a progress report, a retry): ``pgjobs wait`` draws its progress line with it.
+        With it, claims are asked to announce the jobs they start (``watch_starts``), so a
+        start is seen at once.
         """
         app = self._app()
         deadline = _deadline(timeout)
@@ -128,7 +131,12 @@ class Job(JobRecord):
             listener.execute(
                 sql.SQL("LISTEN {}").format(sql.Identifier(db.events_channel(app.settings.schema)))
             )
-            while not self.refresh().status.finished:
+            watch = _StartsWatch(app) if on_update is not None else None
+            while True:
+                if watch is not None:
+                    watch.keep()  # before the re-read: a start after it is announced
+                if self.refresh().status.finished:
+                    break
                 if on_update is not None:
                     on_update(self)
                 remaining = _remaining(deadline, self.id)
@@ -160,7 +168,12 @@ class Job(JobRecord):
             await listener.execute(
                 sql.SQL("LISTEN {}").format(sql.Identifier(db.events_channel(app.settings.schema)))
             )
-            while not (await self.refresh_async()).status.finished:
+            watch = _StartsWatch(app) if on_update is not None else None
+            while True:
+                if watch is not None:
+                    await watch.keep_async()
+                if (await self.refresh_async()).status.finished:
+                    break
                 if on_update is not None:
                     on_update(self)
                 remaining = _remaining(deadline, self.id)
@@ -168,6 +181,43 @@ class Job(JobRecord):
                     if _mentions(notice.payload, self.id):
                         break
         return self.outcome()
+
+
+class _StartsWatch:
+    """Keeps claims announcing the jobs they start while a wait follows a job (see
+    ``db.watch_starts``): one statement every ``WATCH_STARTS_RENEW`` seconds at most. A
+    failure (a role without EXECUTE on the function) is logged once; the start is then seen
+    at the next re-check."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.until = 0.0
+        self.warned = False
+
+    def keep(self) -> None:
+        if time.monotonic() >= self.until:
+            try:
+                with self.app.connection() as conn:
+                    db.run(conn, db.watch_starts(self.app.schema))
+            except psycopg.Error as exc:
+                self._failed(exc)
+            self.until = time.monotonic() + db.WATCH_STARTS_RENEW
+
+    async def keep_async(self) -> None:
+        if time.monotonic() >= self.until:
+            try:
+                async with self.app.connection_async() as conn:
+                    await db.run_async(conn, db.watch_starts(self.app.schema))
+            except psycopg.Error as exc:
+                self._failed(exc)
+            self.until = time.monotonic() + db.WATCH_STARTS_RENEW
+
+    def _failed(self, exc: psycopg.Error) -> None:
+        if not self.warned:
+            self.warned = True
+            get_logger("pgjobs.wait").warning(
+                "could not have claims announce job starts", error=one_line(exc)
+            )
 
 
 def _listen_dsn(settings: Settings) -> str:

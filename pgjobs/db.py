@@ -597,6 +597,18 @@ def set_progress(
     )
 
 
+#: How long one watch_starts() keeps claims announcing starts; callers renew it every
+#: WATCH_STARTS_RENEW seconds while they watch, so it never lapses under them.
+WATCH_STARTS_SECONDS = 60.0
+WATCH_STARTS_RENEW = WATCH_STARTS_SECONDS / 3
+
+
+def watch_starts(schema: str, seconds: float = WATCH_STARTS_SECONDS) -> Call[None]:
+    """Have claims announce the jobs they start for the next ``seconds`` (migration 0005:
+    announcing costs every claim a NOTIFY, so claims do it only while someone watches)."""
+    return Call(queries.query("watch_starts", schema), {"seconds": seconds}, lambda rows: None)
+
+
 def rescue(schema: str, limit: int = 500) -> Call[dict[int, JobStatus]]:
     """Put back (or fail) up to ``limit`` jobs whose lease expired."""
     return Call(

@@ -1,4 +1,4 @@
-"""claim() announces the jobs it starts on the events channel.
+"""claim() announces the jobs it starts on the events channel, while someone watches.
 
 Revision ID: 0005
 Revises: 0004
@@ -6,23 +6,27 @@ Create Date: 2026-11-25
 
 Before, a job's start (``queued`` -> ``running``) was the one status change nobody announced:
 an SSE stream (``GET /jobs/{id}/events``) or ``Job.wait(on_update=...)`` saw it only at its
-next safety-net recheck (2 seconds) or with the job's first progress report. Now the claim
-statement itself sends ``{"jobs": [[id, "running", version], ...]}`` on ``<schema>_events``,
-the payload every other status change already uses.
+next safety-net recheck or with the job's first progress report. Now the claim statement
+itself can send ``{"jobs": [[id, "running", version], ...]}`` on ``<schema>_events``, the
+payload every other status change already uses: a hundred jobs to a notification, one
+notification per claim statement, never one per job, none for a claim that started nothing.
 
-**One notification per claim, not per job** (``NOTIFY`` takes a cluster-wide lock at
-commit): the started rows are grouped a hundred to a notification, as the completion path
-does, so a claim of 32 jobs sends one. A claim that starts nothing sends nothing: an idle
-worker's polls stay free.
+**Only while someone watches.** ``NOTIFY`` serialises the commits that carry one, across the
+cluster: announcing every claim cost a drain of no-op jobs 3.5 % with one worker process and
+10 % with two (``pgjobs bench --only drain``, interleaved), to tell nobody in the common
+case. So watchers say they are there: ``pgjobs.watch_starts(seconds)`` (SECURITY DEFINER, so a
+producer role may call it; it writes only when less than half of the time is left) keeps
+the settings row ``starts_watched_until`` (epoch seconds, a JSON number) ahead of the clock; the API's SSE
+hub calls it while it has open streams, ``Job.wait(on_update=...)`` while it waits. claim()
+reads the row (a primary-key lookup, a few microseconds) and announces only before that
+time; otherwise the announcing CTE is cut by a one-time filter and costs nothing.
 
-Only the two ``RETURN QUERY`` statements change: their ``RETURNING`` also yields
-``version``, and a ``told`` CTE (referenced from the final ``WHERE`` so that PostgreSQL runs
-it) sends the notifications. The payload is built by concatenating integers, not with
-``json_build_array`` per row (about a point cheaper). Measured on PostgreSQL 15, one claim
-statement alone, interleaved with 0004's: +45 µs for a claim of 1 job (+8 %), +60 µs for
-10 (+7 %), +170 µs for 100 (+5 %); half of it is the ``NOTIFY`` itself, half the CTE. The function keeps its signature and result
-columns, so code that knows only 0001-0004 calls it unchanged. Additive; the downgrade
-restores 0003's text.
+Only the two ``RETURN QUERY`` statements change, besides that read: their ``RETURNING`` also
+yields ``version``, and a ``told`` CTE (referenced from the final ``WHERE`` so that PostgreSQL
+runs it) sends the notifications. The payload is built by concatenating integers, not with
+``json_build_array`` per row (about a point cheaper). The function keeps its signature and
+result columns, so code that knows only 0001-0004 calls it unchanged. Additive; the
+downgrade restores 0003's function and drops the rest.
 """
 
 from __future__ import annotations
@@ -49,7 +53,8 @@ told AS (
     SELECT pg_notify('__S___events',
                      '{"jobs":[' || string_agg('[' || c.id || ',"running",' || c.version || ']', ',') || ']}')
       FROM (SELECT s.id, s.version, (row_number() OVER () - 1) / 100 AS chunk
-              FROM started AS s) AS c
+              FROM started AS s
+             WHERE announce) AS c
      GROUP BY c.chunk
 )
 SELECT s.id, s.queue, s.task, s.args, s.priority, s.attempts, s.max_attempts,
@@ -59,11 +64,48 @@ SELECT s.id, s.queue, s.task, s.args, s.priority, s.attempts, s.max_attempts,
  ORDER BY s.priority DESC, s.not_before, s.id;"""
 
 
+#: The variable, and where it is read (after the claim's commit setting, before any branch).
+DECLARE_0003 = "DECLARE\n    locked_queues text[];\nBEGIN"
+DECLARE_0005 = "DECLARE\n    locked_queues text[];\n    announce boolean;\nBEGIN"
+READ_AT_0003 = "    PERFORM set_config('synchronous_commit', 'off', true);\n"
+READ_0005 = """    -- Announce the starts only while someone watches (see watch_starts()).
+    announce := EXISTS (SELECT 1 FROM __S__.settings AS w
+                         WHERE w.name = 'starts_watched_until'
+                           AND w.value::double precision > extract(epoch FROM now()));
+"""
+
+UPGRADE = r"""
+INSERT INTO __S__.settings (name, value) VALUES ('starts_watched_until', '0')
+    ON CONFLICT (name) DO NOTHING;
+CREATE FUNCTION __S__.watch_starts(seconds double precision DEFAULT 60) RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+    UPDATE __S__.settings
+       SET value = to_jsonb(extract(epoch FROM now()) + least(greatest(seconds, 0), 3600))
+     WHERE name = 'starts_watched_until'
+       AND value::double precision < extract(epoch FROM now()) + least(greatest(seconds, 0), 3600) / 2;
+$fn$;
+COMMENT ON FUNCTION __S__.watch_starts(double precision) IS
+    'pgjobs: have claims announce the jobs they start for the next SECONDS (at most 3600): called by whoever follows jobs live (SSE, wait)';
+"""
+
+DOWNGRADE = r"""
+DROP FUNCTION IF EXISTS __S__.watch_starts(double precision);
+DELETE FROM __S__.settings WHERE name = 'starts_watched_until';
+"""
+
+
 def _claim_0005(claim_0003: str) -> str:
-    """0003's claim() with its starts announced."""
+    """0003's claim() with its starts announced while watched."""
     for old in (RETURNING_0003, FINAL_0003):
         assert claim_0003.count(old) == 2, f"0003's claim() is not what 0005 expects: {old!r}"
-    return claim_0003.replace(RETURNING_0003, RETURNING_0005).replace(FINAL_0003, FINAL_0005)
+    for old in (DECLARE_0003, READ_AT_0003):
+        assert claim_0003.count(old) == 1, f"0003's claim() is not what 0005 expects: {old!r}"
+    return (
+        claim_0003.replace(RETURNING_0003, RETURNING_0005)
+        .replace(FINAL_0003, FINAL_0005)
+        .replace(DECLARE_0003, DECLARE_0005)
+        .replace(READ_AT_0003, READ_AT_0003 + READ_0005)
+    )
 
 
 def _load(filename: str, name: str) -> ModuleType:
@@ -89,8 +131,10 @@ def _render(template: str) -> str:
 
 
 def upgrade() -> None:
+    op.execute(_render(UPGRADE))
     op.execute(_render(_claim_0005(_claim_0003())))
 
 
 def downgrade() -> None:
     op.execute(_render(_claim_0003()))
+    op.execute(_render(DOWNGRADE))

@@ -351,6 +351,7 @@ def create_app(
         await hub.start()
         subscription = hub.subscribe(job_id)  # before the read: no change falls in between
         try:
+            await hub.watch_starts()  # before the read too: a later start is announced
             first = await read_job(job_id)
         except BaseException:
             hub.unsubscribe(subscription)

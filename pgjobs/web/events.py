@@ -11,9 +11,10 @@ if the job's ``version`` moved.
 Two safety nets, because a notification can be missed: after the listening connection
 comes back from a failure every stream is woken, and every ``recheck_seconds`` the hub
 reads the versions of all watched jobs in one statement and wakes the streams whose job
-changed. Job starts are announced too: since migration 0005 every claim statement sends
-the ids it started (``[id, "running", version]``, one notification per hundred jobs, none
-for an empty claim), so no state change waits for the recheck.
+changed. Job starts are announced too (migration 0005): a claim statement sends the ids it
+started (``[id, "running", version]``, one notification per hundred jobs) while someone
+watches. The hub says it watches (``watch_starts()``) before a stream's first read, so that
+any start after that read is announced, and renews it while streams are open.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -75,6 +77,9 @@ class EventHub:
         self.ended: Counter[str] = Counter()
         #: Jobs announced as put back in their queue (retry, backoff, rescue, hand-back).
         self.requeued = 0
+        #: Until when (monotonic) claims are known to announce starts without a renewal.
+        self._watching_until = 0.0
+        self._watch_lock = asyncio.Lock()
 
     # --- subscriptions --------------------------------------------------------------
 
@@ -89,6 +94,26 @@ class EventHub:
             subscribers.discard(subscription)
             if not subscribers:
                 del self._watched[subscription.job_id]
+
+    async def watch_starts(self) -> None:
+        """Make sure claims announce the jobs they start: awaited by a stream before its
+        first read (a start after the read is then announced), and renewed while streams
+        are open. One statement per process every :data:`db.WATCH_STARTS_RENEW` seconds at
+        most, shared by all streams. A failure (a role without EXECUTE on the function) is
+        logged; starts then show at the recheck."""
+        if time.monotonic() < self._watching_until:
+            return
+        async with self._watch_lock:
+            if time.monotonic() < self._watching_until:
+                return
+            try:
+                async with self.app.connection_async() as conn:
+                    await db.run_async(conn, db.watch_starts(self.app.schema))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("could not have claims announce job starts", error=one_line(exc))
+            self._watching_until = time.monotonic() + db.WATCH_STARTS_RENEW
 
     @property
     def streams(self) -> int:
@@ -129,6 +154,7 @@ class EventHub:
         self._tasks = [
             asyncio.create_task(self._listen(), name="pgjobs-events-listen"),
             asyncio.create_task(self._recheck(), name="pgjobs-events-recheck"),
+            asyncio.create_task(self._keep_watching(), name="pgjobs-events-watch"),
         ]
 
     async def stop(self) -> None:
@@ -173,6 +199,12 @@ class EventHub:
                 self.listening = False
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_DELAY_MAX)
+
+    async def _keep_watching(self) -> None:
+        while True:
+            await asyncio.sleep(db.WATCH_STARTS_RENEW / 2)
+            if self._watched:
+                await self.watch_starts()
 
     async def _recheck(self) -> None:
         query = sql.SQL(_VERSIONS).format(schema=sql.Identifier(self.app.schema))

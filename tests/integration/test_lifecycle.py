@@ -249,15 +249,18 @@ def test_events_are_split_below_the_payload_limit(pgjobs_dsn: str, pgjobs_conn: 
 def test_a_claim_announces_its_starts_once_per_hundred(
     pgjobs_dsn: str, pgjobs_conn: Conn, limited: bool
 ) -> None:
-    """Both branches of claim() send [id, "running", version] for each job they start, a
-    hundred to a notification; a claim that starts nothing sends nothing."""
+    """While someone watches, both branches of claim() send [id, "running", version] for
+    each job they start, a hundred to a notification; a claim that starts nothing sends
+    nothing; nobody watching, no claim sends anything."""
     if limited:
         pgjobs_conn.execute(
             "INSERT INTO pgjobs.queues (name, concurrency_limit) VALUES ('mail', 1000)"
         )
-    add(pgjobs_conn, 150, queue="mail")
+    add(pgjobs_conn, 152, queue="mail")
     with psycopg.connect(pgjobs_dsn, autocommit=True) as listener:
         listener.execute("LISTEN pgjobs_events")
+        unwatched = claim(pgjobs_conn, limit=2)
+        db.run(pgjobs_conn, db.watch_starts(SCHEMA))
         jobs = claim(pgjobs_conn, limit=200)
         assert len(jobs) == 150
         assert claim(pgjobs_conn, limit=10) == []
@@ -270,6 +273,33 @@ def test_a_claim_announces_its_starts_once_per_hundred(
     assert sorted(len(p["jobs"]) for p in payloads) == [50, 100], payloads
     announced = {e[0]: (e[1], e[2]) for p in payloads for e in p["jobs"]}
     assert announced == {j.id: ("running", row(pgjobs_conn, j.id)["version"]) for j in jobs}
+    assert len(unwatched) == 2 and not {j.id for j in unwatched} & set(announced)
+
+
+def test_watch_starts_lasts_its_time_and_writes_only_past_half_of_it(pgjobs_conn: Conn) -> None:
+    def stored() -> float:
+        found = pgjobs_conn.execute(
+            "SELECT value::double precision FROM pgjobs.settings"
+            " WHERE name = 'starts_watched_until'"
+        ).fetchone()
+        assert found is not None
+        return float(found[0])
+
+    def until() -> float:
+        found = pgjobs_conn.execute("SELECT extract(epoch FROM now())").fetchone()
+        assert found is not None
+        return stored() - float(found[0])
+
+    assert until() < 0  # nobody has watched yet
+    db.run(pgjobs_conn, db.watch_starts(SCHEMA, 60))
+    assert 55 < until() <= 60
+    first = stored()
+    db.run(pgjobs_conn, db.watch_starts(SCHEMA, 60))  # more than half left: no write
+    assert stored() == first
+    db.run(pgjobs_conn, db.watch_starts(SCHEMA, 200))  # asks for more than twice that
+    assert 195 < until() <= 200
+    db.run(pgjobs_conn, db.watch_starts(SCHEMA, 1e9))  # capped at an hour
+    assert until() <= 3600
 
 
 def test_progress_and_touch_need_the_lease(pgjobs_conn: Conn) -> None:

@@ -466,3 +466,45 @@ def test_the_enqueued_job_is_the_stored_row(
         job = app.enqueue(task, args, **options)
         stored = app.get(job.id)
         assert job.to_json() == stored.to_json(), task
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_wait_hears_the_start_without_rechecking(
+    app: pgjobs.App, pgjobs_dsn: str, monkeypatch: pytest.MonkeyPatch, flavour: str
+) -> None:
+    """With on_update, wait() has claims announce the jobs they start (watch_starts), so the
+    start arrives by notification: the re-check is pushed out of the test's reach."""
+    monkeypatch.setattr(pgjobs.app, "WAIT_RECHECK_SECONDS", 3600.0)
+    job = app.enqueue("t")
+    started = threading.Event()
+
+    def on_update(current: pgjobs.Job) -> None:
+        if current.status is JobStatus.RUNNING:
+            started.set()
+
+    def work() -> None:
+        with psycopg.connect(pgjobs_dsn, autocommit=True) as conn:
+            wait_for(
+                lambda: (
+                    conn.execute(
+                        "SELECT value::float8 > extract(epoch FROM now()) FROM pgjobs.settings"
+                        " WHERE name = 'starts_watched_until'"
+                    ).fetchone()
+                    == (True,)
+                ),
+                message="wait() did not ask claims to announce starts",
+            )
+            [claimed] = db.claim(
+                conn, "pgjobs", queues=None, limit=1, worker_id=uuid.uuid4(), lease_seconds=30
+            )
+            assert started.wait(30), "wait() did not hear the start"
+            outcome = db.Outcome(claimed.id, claimed.lease_token, JobStatus.SUCCEEDED, result="2")
+            db.run(conn, db.finish("pgjobs", [outcome]))
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    if flavour == "sync":
+        assert job.wait(timeout=60, on_update=on_update) == 2
+    else:
+        assert asyncio.run(job.wait_async(timeout=60, on_update=on_update)) == 2
+    worker.join()

@@ -14,6 +14,12 @@ through the dashboard's routes (``ambient_writes``), which check a CSRF token; a
 else its unsafe requests get 403. The bearer token cannot be sent by a cross-site form, so
 API clients need no CSRF token. A browser without credentials that opens a dashboard page
 is sent to the login form (``login_redirect``) instead of getting a 401.
+
+Without tokens (a server on loopback, or ``--insecure``) every request is ``anonymous``, so
+a page of any site the user visits could make the browser POST a form to the API (a
+"simple" request: no preflight). Browsers label such requests ``Sec-Fetch-Site:
+cross-site`` (or ``same-site`` from a sibling subdomain); an anonymous unsafe request so
+labelled gets 403. Programs (curl, services) send no such header and are not affected.
 """
 
 from __future__ import annotations
@@ -109,6 +115,17 @@ FORBIDDEN_AMBIENT_BODY = json.dumps(
 #: Methods that change nothing: ambient credentials may use them on any route.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
+FORBIDDEN_CROSS_SITE_BODY = json.dumps(
+    {
+        "error": "forbidden",
+        "message": "the browser says another site's page sent this request "
+        "(Sec-Fetch-Site): refused, since the server has no API token to tell them apart",
+    },
+    separators=(",", ":"),
+).encode()
+#: Sec-Fetch-Site values of requests another site's page made the browser send.
+OTHER_SITES = frozenset({b"cross-site", b"same-site"})
+
 UNAUTHORIZED_BODY = json.dumps(
     {
         "error": "unauthorized",
@@ -183,6 +200,16 @@ class AuthMiddleware:
         ):
             await _respond(
                 send, 403, FORBIDDEN_AMBIENT_BODY, [(b"content-type", b"application/json")]
+            )
+            return
+        if (
+            not self.authenticator.enabled
+            and scope.get("method") not in SAFE_METHODS
+            and headers.get(b"sec-fetch-site") in OTHER_SITES
+            and not (self.ambient_writes is not None and self.ambient_writes(path))
+        ):  # the dashboard's forms answer this themselves, in HTML
+            await _respond(
+                send, 403, FORBIDDEN_CROSS_SITE_BODY, [(b"content-type", b"application/json")]
             )
             return
         scope[PRINCIPAL_SCOPE_KEY] = principal

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from web_support import OTHER_TOKEN, TOKEN, LiveServer, count_jobs
@@ -122,3 +123,29 @@ def test_authenticator_readers_are_tried_in_turn() -> None:
     assert session is not None and session.ambient
     assert authenticator.authenticate({}) is None
     assert Authenticator().authenticate({}) is not None  # no token configured: open
+
+
+@pytest.mark.parametrize("origin", ["cross-site", "same-site"])
+def test_without_tokens_another_sites_page_cannot_post(
+    client: httpx.Client, guarded: LiveServer, conn: psycopg.Connection[Any], origin: str
+) -> None:
+    """No token: a page of another site could make the browser POST a form (text/plain,
+    no preflight) to a server on loopback. The browser's Sec-Fetch-Site label refuses it;
+    reads, programs (no label) and the same origin pass; with tokens the label is moot (a
+    form cannot carry the bearer token)."""
+    label = {"Sec-Fetch-Site": origin}
+    job_id = client.post("/jobs", json={"task": "a"}).json()["id"]
+    refused = client.post(
+        "/jobs",
+        content=b'{"task": "evil", "x": "="}',
+        headers={**label, "Content-Type": "text/plain"},
+    )
+    assert refused.status_code == 403 and refused.json()["error"] == "forbidden"
+    assert "Sec-Fetch-Site" in refused.json()["message"]
+    assert client.post(f"/jobs/{job_id}/cancel", headers=label).status_code == 403
+    assert count_jobs(conn) == 1 and client.get(f"/jobs/{job_id}").json()["status"] == "queued"
+    assert client.get(f"/jobs/{job_id}", headers=label).status_code == 200
+    same = client.post("/jobs", json={"task": "b"}, headers={"Sec-Fetch-Site": "same-origin"})
+    assert same.status_code == 202
+    with guarded.client(TOKEN) as http:
+        assert http.post("/jobs", json={"task": "c"}, headers=label).status_code == 202

@@ -28,7 +28,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -229,6 +229,18 @@ def json_errors(run: Run) -> None:
     assert not wrong, "4xx answers without the JSON error shape:\n" + "\n".join(wrong)
 
 
+def passed_run(run: Run, document: dict[str, Any]) -> Iterator[tuple[Operation, list[Exchange]]]:
+    """What both runs demand (no 5xx, schemathesis satisfied, every 4xx in the JSON error
+    shape), then each operation of the document with its exchanges, none left unexercised."""
+    no_server_errors(run)
+    assert run.returncode == 0, run.report()
+    json_errors(run)
+    for operation in operations(document):
+        exchanges = run.of(operation)
+        assert exchanges, f"{operation.label} was not exercised:\n{run.output}"
+        yield operation, exchanges
+
+
 def test_no_request_gets_a_server_error(
     serve: Callable[..., LiveServer], conn: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
@@ -245,12 +257,7 @@ def test_no_request_gets_a_server_error(
         phases="examples,coverage,fuzzing,stateful",
     )  # fmt: skip
 
-    no_server_errors(run)
-    assert run.returncode == 0, run.report()
-    json_errors(run)
-    for operation in operations(document):
-        exchanges = run.of(operation)
-        assert exchanges, f"{operation.label} was not exercised:\n{run.output}"
+    for operation, exchanges in passed_run(run, document):
         answered = {e.status for e in exchanges}
         if "{job_id}" in operation.path:
             # 200 (or 409: the job's state forbids it) means the handler found a job.
@@ -278,12 +285,7 @@ def test_without_a_token_nothing_gets_past_authentication(
         phases="examples,coverage,fuzzing",
     )  # fmt: skip
 
-    no_server_errors(run)
-    assert run.returncode == 0, run.report()
-    json_errors(run)
-    for operation in operations(document):
-        exchanges = run.of(operation)
-        assert exchanges, f"{operation.label} was not exercised:\n{run.output}"
+    for operation, exchanges in passed_run(run, document):
         if operation.public:
             continue
         through = [str(e) for e in exchanges if e.status != 401]

@@ -28,9 +28,12 @@ def _alembic_config(schema: str, **attributes: Any) -> Any:
 
 def upgrade(settings: Settings, revision: str = "head") -> None:
     """Bring the schema to ``revision`` (head by default). Idempotent and safe to run from
-    several processes at once (see ``migrations/env.py``)."""
+    several processes at once (see ``migrations/env.py``). A database error (a role that
+    may not create objects, say) is raised as psycopg's own, without SQLAlchemy's wrapper,
+    so that commands report it in one line like every other database error."""
     from alembic import command
     from sqlalchemy import create_engine
+    from sqlalchemy.exc import DBAPIError
     from sqlalchemy.pool import NullPool
 
     dsn = resolve_dsn(settings)
@@ -44,6 +47,10 @@ def upgrade(settings: Settings, revision: str = "head") -> None:
             config = _alembic_config(settings.schema, connection=connection)
             command.upgrade(config, revision)
             connection.commit()
+    except DBAPIError as exc:
+        if isinstance(exc.orig, BaseException):
+            raise exc.orig from None
+        raise
     finally:
         engine.dispose()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -235,6 +236,22 @@ def test_broken_setups_get_one_line(run_cli: CliRunner, dsn: str, code: int, mes
         assert result.returncode == code
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(message), result.stderr
+
+
+def test_a_role_that_may_not_migrate_gets_one_line(empty_dsn: str, run_cli: CliRunner) -> None:
+    """A database error inside alembic (here: no CREATE on the database) is reported like
+    any other: one line, exit 1, not SQLAlchemy's wrapped traceback."""
+    role = f"pgjobs_weak_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        try:
+            dsn = psycopg.conninfo.make_conninfo(empty_dsn, user=role)
+            result = run_cli("migrate", env={"PGJOBS_DSN": dsn})
+        finally:
+            conn.execute(f"DROP ROLE {role}")
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pgjobs: database error: permission denied")
 
 
 def test_bad_schema_name_is_a_usage_error(run_cli: CliRunner) -> None:

@@ -101,7 +101,10 @@ def explain_function(
         conn.execute(f"DEALLOCATE {name}")
 
 
-CLAIM_PARAMETERS = ("served_queues", "max_jobs", "worker", "lease_seconds")
+#: The function's arguments, then its variable ``announce`` (migration 0005), a parameter
+#: here as it is in the function's generic plan; claim_call passes false, the usual case
+#: (nobody watching: the announcing CTE is cut by a one-time filter).
+CLAIM_PARAMETERS = ("served_queues", "max_jobs", "worker", "lease_seconds", "announce")
 
 
 def claim_statements(conn: psycopg.Connection[Any], schema: str) -> dict[str, str]:
@@ -131,12 +134,12 @@ def prepare_claim(conn: psycopg.Connection[Any], schema: str, statement: str) ->
     for number, parameter in enumerate(CLAIM_PARAMETERS, start=1):
         body = re.sub(rf"(?<![.\w]){parameter}(?!\w)", f"${number}", body)
     name = f"claim_{statement}_{uuid.uuid4().hex[:6]}"
-    conn.execute(f"PREPARE {name}(text[], integer, uuid, double precision) AS {body}")
+    conn.execute(f"PREPARE {name}(text[], integer, uuid, double precision, boolean) AS {body}")
     return name
 
 
 def claim_call(name: str, queues: list[str] | None, limit: int) -> psycopg.sql.Composed:
-    return psycopg.sql.SQL("EXECUTE {}({}::text[], {}, {}::uuid, 30.0)").format(
+    return psycopg.sql.SQL("EXECUTE {}({}::text[], {}, {}::uuid, 30.0, false)").format(
         psycopg.sql.Identifier(name),
         psycopg.sql.Literal(queues),
         psycopg.sql.Literal(limit),

@@ -651,7 +651,9 @@ def test_a_bad_callback_url_is_refused_at_enqueue_by_every_producer(
     assert pgjobs_conn.execute("SELECT count(*) FROM pgjobs.jobs").fetchone() == (0,)
 
 
-@pytest.mark.parametrize("url", ["http:///hook", "https://:443/", "http://?q=1"])
+@pytest.mark.parametrize(
+    "url", ["http:///hook", "https://:443/", "http://?q=1", "javascript:alert(1)"]
+)
 def test_plain_sql_cannot_store_a_callback_url_without_a_host(pgjobs_conn: Conn, url: str) -> None:
     """Migration 0006: an INSERT or an UPDATE of the URL is refused with one line; a job's
     other updates are not checked (a row stored before 0006 can still end)."""

@@ -158,7 +158,8 @@ BAD_INSERT = [
     ("(task, status) VALUES ('t', 'running')", "jobs_running_has_lease"),
     ("(task, lease_token) VALUES ('t', gen_random_uuid())", "jobs_running_has_lease"),
     ("(task, progress) VALUES ('t', 101)", "jobs_progress_range"),
-    ("(task, callback_url) VALUES ('t', 'javascript:alert(1)')", "jobs_callback_url_valid"),
+    # A bad callback_url meets a trigger before this constraint (migration 0006): see
+    # test_callbacks.py, test_plain_sql_cannot_store_a_callback_url_without_a_host.
 ]
 
 

@@ -651,9 +651,15 @@ def test_a_bad_callback_url_is_refused_at_enqueue_by_every_producer(
     assert pgjobs_conn.execute("SELECT count(*) FROM pgjobs.jobs").fetchone() == (0,)
 
 
-@pytest.mark.parametrize(
-    "url", ["http:///hook", "https://:443/", "http://?q=1", "javascript:alert(1)"]
-)
+def test_plain_sql_cannot_store_a_callback_url_of_another_scheme(pgjobs_conn: Conn) -> None:
+    """Met by the trigger (migration 0006) before 0001's CHECK, with the same message."""
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="URL with a host"):
+        pgjobs_conn.execute(
+            "INSERT INTO pgjobs.jobs (task, callback_url) VALUES ('t', 'javascript:alert(1)')"
+        )
+
+
+@pytest.mark.parametrize("url", ["http:///hook", "https://:443/", "http://?q=1"])
 def test_plain_sql_cannot_store_a_callback_url_without_a_host(pgjobs_conn: Conn, url: str) -> None:
     """Migration 0006: an INSERT or an UPDATE of the URL is refused with one line; a job's
     other updates are not checked (a row stored before 0006 can still end)."""

@@ -14,7 +14,7 @@ query, no alembic import). A test keeps them in step with ``migrations/versions`
 
 from __future__ import annotations
 
-KNOWN_REVISIONS: tuple[str, ...] = ("0001", "0002", "0003", "0004", "0005", "0006")
+KNOWN_REVISIONS: tuple[str, ...] = ("0001", "0002", "0003", "0004", "0005", "0006", "0007")
 HEAD_REVISION: str = KNOWN_REVISIONS[-1]
 #: 0004: workers of this version rely on the callback triggers (a job's callback is inserted by
 #: its ending); against 0003 they would run, but silently never deliver a callback.

@@ -8,6 +8,7 @@ import asyncio
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ import pgjobs
 from pgjobs import db
 from pgjobs.errors import InvalidInput
 from pgjobs.testing import wait_for
+from pgjobs.types import JobStatus
 
 Conn = psycopg.Connection[Any]
 
@@ -215,3 +217,81 @@ def test_cancelling_a_waiting_job_keeps_the_line_and_cancelling_the_holder_relea
     db.run(pgjobs_conn, db.cancel("pgjobs", [first.id]))
     released = row(pgjobs_conn, third.id)
     assert (released["lock_waiting"], released["blockers"]) == (False, 0)
+
+
+# --- retries (migration 0007) ----------------------------------------------------------
+
+
+def _claim(conn: Conn, limit: int = 10) -> list[db.ClaimedJob]:
+    return db.claim(
+        conn, "pgjobs", queues=None, limit=limit, worker_id=uuid.uuid4(), lease_seconds=30
+    )
+
+
+def _end(conn: Conn, job: db.ClaimedJob, status: JobStatus) -> None:
+    outcome = db.Outcome(job.id, job.lease_token, status, result="null", error="ended by the test")
+    assert db.run(conn, db.finish("pgjobs", [outcome])) == {job.id: status}
+
+
+def _retry(conn: Conn, job_id: int) -> None:
+    [result] = db.run(conn, db.retry("pgjobs", [job_id]))
+    assert result.retried, result
+
+
+def test_a_retried_job_waits_for_the_holder_of_its_lock_key(
+    app: pgjobs.App, pgjobs_conn: Conn
+) -> None:
+    """Two jobs of one key never run together, retries included."""
+    failed = app.enqueue("t", lock_key="k")
+    [first] = _claim(pgjobs_conn)
+    _end(pgjobs_conn, first, JobStatus.FAILED)
+    holder = app.enqueue("t", lock_key="k")
+    [running] = _claim(pgjobs_conn)
+    assert running.id == holder.id
+    _retry(pgjobs_conn, failed.id)
+    again = row(pgjobs_conn, failed.id)
+    assert (again["status"], again["lock_waiting"], again["blockers"]) == ("queued", True, 1)
+    assert _claim(pgjobs_conn) == [], "the retried job ran beside the key's holder"
+    _end(pgjobs_conn, running, JobStatus.SUCCEEDED)
+    assert [j.id for j in _claim(pgjobs_conn)] == [failed.id]
+
+
+def test_a_job_cancelled_while_waiting_for_its_key_runs_when_retried(
+    app: pgjobs.App, pgjobs_conn: Conn
+) -> None:
+    holder = app.enqueue("t", lock_key="k")
+    waiting = app.enqueue("t", lock_key="k")
+    [running] = _claim(pgjobs_conn)
+    db.run(pgjobs_conn, db.cancel("pgjobs", [waiting.id]))
+    _end(pgjobs_conn, running, JobStatus.SUCCEEDED)
+    assert running.id == holder.id
+    _retry(pgjobs_conn, waiting.id)
+    again = row(pgjobs_conn, waiting.id)
+    assert (again["lock_waiting"], again["blockers"]) == (False, 0), "stuck behind nobody"
+    assert [j.id for j in _claim(pgjobs_conn)] == [waiting.id]
+
+
+def test_a_retried_dependent_waits_only_for_its_unfinished_dependencies(
+    app: pgjobs.App, pgjobs_conn: Conn
+) -> None:
+    """Cancelled because a dependency failed: retried, it runs (that dependency's edge is
+    gone). Cancelled while a dependency is still queued: retried, it waits for it."""
+    failing = app.enqueue("t")
+    pending = app.enqueue("t", queue="later")
+    dependent = app.enqueue("t", depends_on=[failing.id])
+    patient = app.enqueue("t", depends_on=[pending.id])
+    [first] = db.claim(
+        pgjobs_conn, "pgjobs", queues=["default"], limit=1, worker_id=uuid.uuid4(), lease_seconds=30
+    )
+    assert first.id == failing.id
+    _end(pgjobs_conn, first, JobStatus.FAILED)
+    assert row(pgjobs_conn, dependent.id)["status"] == "cancelled"
+    db.run(pgjobs_conn, db.cancel("pgjobs", [patient.id]))
+    _retry(pgjobs_conn, dependent.id)
+    _retry(pgjobs_conn, patient.id)
+    assert row(pgjobs_conn, dependent.id)["blockers"] == 0
+    assert row(pgjobs_conn, patient.id)["blockers"] == 1
+    claimed = _claim(pgjobs_conn)
+    assert sorted(j.id for j in claimed) == sorted([dependent.id, pending.id])
+    _end(pgjobs_conn, next(j for j in claimed if j.id == pending.id), JobStatus.SUCCEEDED)
+    assert [j.id for j in _claim(pgjobs_conn)] == [patient.id]

@@ -20,6 +20,7 @@ HEAD_REVISION: str = KNOWN_REVISIONS[-1]
 #: its ending); against 0003 they would run, but silently never deliver a callback.
 #: 0005: SSE streams and ``Job.wait(on_update=...)`` learn of a job's start from the claim's
 #: notification; against 0004 they would see it only at their safety-net recheck.
+#: 0007: ``pgjobs jobs retry`` (and the API's, the dashboard's) calls revival_blockers().
 #: Migrate first (additive: the previous version's workers keep running), then roll the code.
-MINIMUM_REVISION: str = "0005"
+MINIMUM_REVISION: str = "0007"
 BREAKING_LEVEL: int = 1

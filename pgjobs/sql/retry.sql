@@ -1,6 +1,8 @@
 -- retry: put failed or cancelled jobs back in their queue, due now, with at least one more
 -- attempt than they used. A job whose dedupe key is held by another unfinished job stays as
--- it is (two unfinished jobs may not share a key); the holder is reported.
+-- it is (two unfinished jobs may not share a key); the holder is reported. A revived job
+-- waits again for its unfinished dependencies and for its lock key's holder, as a new job
+-- would (revival_blockers(), migration 0007).
 WITH target AS MATERIALIZED (
     SELECT j.id, j.status, j.dedupe_key
       FROM {schema}.jobs AS j
@@ -20,7 +22,9 @@ revived AS (
        SET status = 'queued', not_before = now(),
            max_attempts = greatest(j.max_attempts, j.attempts + 1),
            finished_at = NULL, result = NULL, cancel_requested_at = NULL,
-           lease_token = NULL, lease_expires_at = NULL, version = j.version + 1
+           lease_token = NULL, lease_expires_at = NULL, version = j.version + 1,
+           (lock_waiting, blockers) = (SELECT b.waiting, b.blockers
+                                         FROM {schema}.revival_blockers(j.id, j.lock_key) AS b)
       FROM target AS t
      WHERE j.id = t.id AND t.status IN ('failed', 'cancelled')
        AND t.id NOT IN (SELECT h.id FROM held AS h)

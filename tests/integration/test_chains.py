@@ -295,3 +295,18 @@ def test_a_retried_dependent_waits_only_for_its_unfinished_dependencies(
     assert sorted(j.id for j in claimed) == sorted([dependent.id, pending.id])
     _end(pgjobs_conn, next(j for j in claimed if j.id == pending.id), JobStatus.SUCCEEDED)
     assert [j.id for j in _claim(pgjobs_conn)] == [patient.id]
+
+
+def test_two_jobs_of_one_key_retried_together_leave_one_runnable(
+    app: pgjobs.App, pgjobs_conn: Conn
+) -> None:
+    first, second = app.enqueue("t", lock_key="k"), app.enqueue("t", lock_key="k")
+    db.run(pgjobs_conn, db.cancel("pgjobs", [second.id, first.id]))
+    results = db.run(pgjobs_conn, db.retry("pgjobs", [first.id, second.id]))
+    assert all(r.retried for r in results)
+    states = [(row(pgjobs_conn, j.id)["lock_waiting"], row(pgjobs_conn, j.id)["blockers"])
+              for j in (first, second)]  # fmt: skip
+    assert sorted(states) == [(False, 0), (True, 1)], states
+    [runnable] = _claim(pgjobs_conn)
+    _end(pgjobs_conn, runnable, JobStatus.SUCCEEDED)
+    assert len(_claim(pgjobs_conn)) == 1, "the other one was not released"

@@ -101,23 +101,22 @@ def explain_function(
         conn.execute(f"DEALLOCATE {name}")
 
 
-#: The function's arguments, then its variable ``announce`` (migration 0005), a parameter
-#: here as it is in the function's generic plan; claim_call passes false, the usual case
-#: (nobody watching: the announcing CTE is cut by a one-time filter).
-CLAIM_PARAMETERS = ("served_queues", "max_jobs", "worker", "lease_seconds", "announce")
+CLAIM_PARAMETERS = ("served_queues", "max_jobs", "worker", "lease_seconds")
 
 
 def claim_statements(conn: psycopg.Connection[Any], schema: str) -> dict[str, str]:
     """The two statements of the claim() function: "lean" (no queue paused or limited) and
-    "full" (the rest), as the PL/pgSQL wrapper runs them."""
+    "full" (the rest), as the PL/pgSQL wrapper runs them while nobody watches; "lean+told"
+    and "full+told" are their announcing twins (migration 0005)."""
     row = conn.execute(
         "SELECT prosrc FROM pg_proc WHERE proname = 'claim' AND pronamespace = %s::regnamespace",
         (schema,),
     ).fetchone()
     assert row is not None
     parts = str(row[0]).split("RETURN QUERY")
-    assert len(parts) == 3, "claim() has a lean and a full statement"
-    return {"lean": parts[1].split(";", 1)[0], "full": parts[2].rsplit(";", 1)[0]}
+    assert len(parts) == 5, "claim() has a lean and a full statement, each with its twin"
+    statements = [p.split(";", 1)[0] for p in parts[1:]]
+    return dict(zip(("lean+told", "lean", "full+told", "full"), statements, strict=True))
 
 
 def prepare_claim(conn: psycopg.Connection[Any], schema: str, statement: str) -> str:
@@ -133,13 +132,13 @@ def prepare_claim(conn: psycopg.Connection[Any], schema: str, statement: str) ->
     )
     for number, parameter in enumerate(CLAIM_PARAMETERS, start=1):
         body = re.sub(rf"(?<![.\w]){parameter}(?!\w)", f"${number}", body)
-    name = f"claim_{statement}_{uuid.uuid4().hex[:6]}"
-    conn.execute(f"PREPARE {name}(text[], integer, uuid, double precision, boolean) AS {body}")
+    name = f"claim_{statement.replace('+', '_')}_{uuid.uuid4().hex[:6]}"
+    conn.execute(f"PREPARE {name}(text[], integer, uuid, double precision) AS {body}")
     return name
 
 
 def claim_call(name: str, queues: list[str] | None, limit: int) -> psycopg.sql.Composed:
-    return psycopg.sql.SQL("EXECUTE {}({}::text[], {}, {}::uuid, 30.0, false)").format(
+    return psycopg.sql.SQL("EXECUTE {}({}::text[], {}, {}::uuid, 30.0)").format(
         psycopg.sql.Identifier(name),
         psycopg.sql.Literal(queues),
         psycopg.sql.Literal(limit),

@@ -43,7 +43,7 @@ def big(pgjobs_databases: DatabaseFactory) -> Iterator[psycopg.Connection[Any]]:
     pgjobs_databases.drop(dsn)
 
 
-@pytest.mark.parametrize("statement", ["lean", "full"])
+@pytest.mark.parametrize("statement", ["lean", "full", "lean+told", "full+told"])
 @pytest.mark.parametrize("queues", [None, ["default"], ["default", "emails", "held", "none"]])
 def test_claim_touches_only_what_it_claims(
     big: psycopg.Connection[Any], queues: list[str] | None, statement: str

@@ -131,7 +131,7 @@ class Job(JobRecord):
             listener.execute(
                 sql.SQL("LISTEN {}").format(sql.Identifier(db.events_channel(app.settings.schema)))
             )
-            watch = _StartsWatch(app) if on_update is not None else None
+            watch = StartsWatch(app) if on_update is not None else None
             while True:
                 if watch is not None:
                     watch.keep()  # before the re-read: a start after it is announced
@@ -168,7 +168,7 @@ class Job(JobRecord):
             await listener.execute(
                 sql.SQL("LISTEN {}").format(sql.Identifier(db.events_channel(app.settings.schema)))
             )
-            watch = _StartsWatch(app) if on_update is not None else None
+            watch = StartsWatch(app) if on_update is not None else None
             while True:
                 if watch is not None:
                     await watch.keep_async()
@@ -183,39 +183,44 @@ class Job(JobRecord):
         return self.outcome()
 
 
-class _StartsWatch:
-    """Keeps claims announcing the jobs they start while a wait follows a job (see
-    ``db.watch_starts``): one statement every ``WATCH_STARTS_RENEW`` seconds at most. A
-    failure (a role without EXECUTE on the function) is logged once; the start is then seen
-    at the next re-check."""
+class StartsWatch:
+    """Keeps claims announcing the jobs they start while someone follows jobs live (see
+    ``db.watch_starts``): one statement every ``WATCH_STARTS_RENEW`` seconds at most, for
+    ``Job.wait(on_update=...)`` and the API's SSE hub alike. Best effort: a failure (a role
+    without EXECUTE on the function, a pool timeout) is logged once and retried at the next
+    renewal; starts are then seen at the watcher's next re-check."""
 
     def __init__(self, app: App) -> None:
         self.app = app
         self.until = 0.0
         self.warned = False
 
+    @property
+    def due(self) -> bool:
+        return time.monotonic() >= self.until
+
     def keep(self) -> None:
-        if time.monotonic() >= self.until:
+        if self.due:
             try:
                 with self.app.connection() as conn:
                     db.run(conn, db.watch_starts(self.app.schema))
-            except psycopg.Error as exc:
+            except Exception as exc:
                 self._failed(exc)
             self.until = time.monotonic() + db.WATCH_STARTS_RENEW
 
     async def keep_async(self) -> None:
-        if time.monotonic() >= self.until:
+        if self.due:
             try:
                 async with self.app.connection_async() as conn:
                     await db.run_async(conn, db.watch_starts(self.app.schema))
-            except psycopg.Error as exc:
+            except Exception as exc:
                 self._failed(exc)
             self.until = time.monotonic() + db.WATCH_STARTS_RENEW
 
-    def _failed(self, exc: psycopg.Error) -> None:
+    def _failed(self, exc: Exception) -> None:
         if not self.warned:
             self.warned = True
-            get_logger("pgjobs.wait").warning(
+            get_logger("pgjobs.watch").warning(
                 "could not have claims announce job starts", error=one_line(exc)
             )
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ import psycopg
 from psycopg import sql
 
 from pgjobs import db
-from pgjobs.app import App
+from pgjobs.app import App, StartsWatch
 from pgjobs.connection import one_line, resolve_dsn
 from pgjobs.log import get_logger
 from pgjobs.types import FINISHED_STATUSES, JobRecord, JobStatus
@@ -77,8 +76,9 @@ class EventHub:
         self.ended: Counter[str] = Counter()
         #: Jobs announced as put back in their queue (retry, backoff, rescue, hand-back).
         self.requeued = 0
-        #: Until when (monotonic) claims are known to announce starts without a renewal.
-        self._watching_until = 0.0
+        #: Keeps claims announcing starts while streams are open; the lock makes the
+        #: streams that open at once share one renewal.
+        self._starts = StartsWatch(app)
         self._watch_lock = asyncio.Lock()
 
     # --- subscriptions --------------------------------------------------------------
@@ -101,19 +101,9 @@ class EventHub:
         are open. One statement per process every :data:`db.WATCH_STARTS_RENEW` seconds at
         most, shared by all streams. A failure (a role without EXECUTE on the function) is
         logged; starts then show at the recheck."""
-        if time.monotonic() < self._watching_until:
-            return
-        async with self._watch_lock:
-            if time.monotonic() < self._watching_until:
-                return
-            try:
-                async with self.app.connection_async() as conn:
-                    await db.run_async(conn, db.watch_starts(self.app.schema))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("could not have claims announce job starts", error=one_line(exc))
-            self._watching_until = time.monotonic() + db.WATCH_STARTS_RENEW
+        if self._starts.due:
+            async with self._watch_lock:
+                await self._starts.keep_async()
 
     @property
     def streams(self) -> int:

@@ -193,25 +193,20 @@ class AuthMiddleware:
             )
             await send({"type": "http.response.body", "body": UNAUTHORIZED_BODY})
             return
-        if (
-            principal.ambient
-            and scope.get("method") not in SAFE_METHODS
-            and not (self.ambient_writes is not None and self.ambient_writes(path))
+        # A state change outside the dashboard's forms (which check CSRF and the origin
+        # themselves, answering in HTML): refused to ambient credentials, and, without
+        # tokens, to what the browser says another site's page sent.
+        if scope.get("method") not in SAFE_METHODS and not (
+            self.ambient_writes is not None and self.ambient_writes(path)
         ):
-            await _respond(
-                send, 403, FORBIDDEN_AMBIENT_BODY, [(b"content-type", b"application/json")]
-            )
-            return
-        if (
-            not self.authenticator.enabled
-            and scope.get("method") not in SAFE_METHODS
-            and headers.get(b"sec-fetch-site") in OTHER_SITES
-            and not (self.ambient_writes is not None and self.ambient_writes(path))
-        ):  # the dashboard's forms answer this themselves, in HTML
-            await _respond(
-                send, 403, FORBIDDEN_CROSS_SITE_BODY, [(b"content-type", b"application/json")]
-            )
-            return
+            refusal = None
+            if principal.ambient:
+                refusal = FORBIDDEN_AMBIENT_BODY
+            elif not self.authenticator.enabled and headers.get(b"sec-fetch-site") in OTHER_SITES:
+                refusal = FORBIDDEN_CROSS_SITE_BODY
+            if refusal is not None:
+                await _respond(send, 403, refusal, [(b"content-type", b"application/json")])
+                return
         scope[PRINCIPAL_SCOPE_KEY] = principal
         await self.app(scope, receive, send)
 
